@@ -1,0 +1,217 @@
+using System;
+using System.Buffers;
+using System.Threading;
+using System.Threading.Tasks;
+using System.Threading.Tasks.Sources;
+using NbdSharp.Protocol;
+
+namespace NbdSharp.Engine;
+
+/// <summary>How the issuer of a command waits for it.</summary>
+internal enum CommandKind : byte
+{
+    /// <summary>A synchronous call: the caller waits, driving the socket when nobody else does.</summary>
+    Sync,
+    /// <summary>libnbd's aio API: a completion callback and/or <c>AioCommandCompleted</c>.</summary>
+    Aio,
+    /// <summary>A <see cref="ValueTask"/>: the reader thread completes it.</summary>
+    Async,
+}
+
+/// <summary>Why a command failed, which decides the exception type it surfaces as.</summary>
+internal enum FailureKind : byte
+{
+    None,
+    /// <summary>The server replied with an error.</summary>
+    Server,
+    /// <summary>The connection died (protocol violation, disconnect, transport error).</summary>
+    Connection,
+    /// <summary>A user callback asked for the failure.</summary>
+    Callback,
+}
+
+/// <summary>
+/// One NBD command from issue to retirement. Pooled per engine and reused, so that steady-state traffic
+/// allocates nothing; for the Task-based API it is also the <see cref="IValueTaskSource"/> the caller awaits.
+/// Fields are written by the issuer before the command is published and by the thread holding the reader
+/// role afterwards; the few that cross threads later are read under the engine lock.
+/// </summary>
+internal sealed unsafe class Command : IValueTaskSource
+{
+    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+    private int _completed;
+    private int _references;
+
+    public Command(CommandEngine owner)
+    {
+        Owner = owner;
+    }
+
+    public CommandEngine Owner { get; }
+
+    /// <summary>Wakes a synchronous waiter: its command completed, or the reader role is free to take.</summary>
+    public ManualResetEventSlim Signal { get; } = new(false, 1);
+
+    /// <summary>Which parts of a structured read have arrived.</summary>
+    public Coverage Coverage { get; } = new();
+
+    public ulong Cookie;
+    public NbdCommand Type;
+    public ushort WireFlags;
+    public ulong Offset;
+    public ulong Count;
+
+    /// <summary>The read destination or write source (pinned for the command's life), or null.</summary>
+    public byte* Data;
+
+    /// <summary>The pin on a caller's <see cref="Memory{T}"/>, released when the command completes.</summary>
+    public MemoryHandle Pin;
+
+    public CommandKind Kind;
+
+    /// <summary>The libnbd call name used in this command's error messages, e.g. <c>nbd_pread</c>.</summary>
+    public string CallName = "";
+    public CompletionCallback? Completion;
+    public ChunkCallback? Chunk;
+    public ExtentCallback? Extent;
+    public Extent64Callback? Extent64;
+
+    /// <summary>The caller's buffer was zeroed before the command was sent (pread_initialize).</summary>
+    public bool Initialized;
+
+    /// <summary>Content chunks (data or hole) seen so far, for the DF rule.</summary>
+    public int ContentChunks;
+
+    /// <summary>Block status chunks seen so far.</summary>
+    public int StatusChunks;
+
+    public int Error;
+    public FailureKind Failure;
+    public string? ErrorDetail;
+
+    /// <summary>Set (under the engine lock) once the command has completed.</summary>
+    public volatile bool Done;
+
+    /// <summary>A synchronous waiter is queued as a volunteer to read (under the engine lock).</summary>
+    public bool QueuedAsVolunteer;
+
+    /// <summary>The awaiter gave up (cancellation): the reply is drained, never written to the caller's memory.</summary>
+    public bool Abandoned;
+
+    /// <summary>The reader is writing a payload into <see cref="Data"/> right now; cancellation must wait for it.</summary>
+    public bool ReaderBusy;
+
+    /// <summary>Cancellation was requested while the reader was busy.</summary>
+    public bool CancelPending;
+
+    public CancellationToken CancellationToken;
+    public CancellationTokenRegistration Registration;
+
+    /// <summary>Records the first error only, as libnbd does.</summary>
+    public void SetError(int errno, FailureKind kind, string? detail)
+    {
+        if (Error != 0 || errno == 0)
+            return;
+        Error = errno;
+        Failure = kind;
+        ErrorDetail = detail;
+    }
+
+    /// <summary>True exactly once: the caller of this completes the command.</summary>
+    public bool TryMarkCompleted() => Interlocked.Exchange(ref _completed, 1) == 0;
+
+    /// <summary>The exception a failed command surfaces as, naming <paramref name="call"/>.</summary>
+    public NbdException ToException(string call)
+    {
+        string detail = ErrorDetail ?? NbdProtocol.CommandName(Type) + ": command failed";
+        string message = NbdException.Format(call, detail, Error);
+        return Failure switch
+        {
+            FailureKind.Server => new NbdServerException(Error, message),
+            FailureKind.Connection => new NbdProtocolException(Error, message),
+            _ => new NbdException(Error, message),
+        };
+    }
+
+    /// <summary>Prepares a pooled command for a new use.</summary>
+    public void Reset()
+    {
+        Cookie = 0;
+        Type = NbdCommand.Read;
+        WireFlags = 0;
+        Offset = 0;
+        Count = 0;
+        Data = null;
+        Pin = default;
+        Kind = CommandKind.Sync;
+        CallName = "";
+        Completion = null;
+        Chunk = null;
+        Extent = null;
+        Extent64 = null;
+        Initialized = false;
+        ContentChunks = 0;
+        StatusChunks = 0;
+        Error = 0;
+        Failure = FailureKind.None;
+        ErrorDetail = null;
+        Done = false;
+        QueuedAsVolunteer = false;
+        Abandoned = false;
+        ReaderBusy = false;
+        CancelPending = false;
+        CancellationToken = default;
+        Registration = default;
+        Coverage.Reset();
+        Signal.Reset();
+        _completed = 0;
+        _references = 1;
+        _core.Reset();
+    }
+
+    /// <summary>Adds an owner (the awaiter of an async command) who must <see cref="Release"/> it too.</summary>
+    public void AddReference() => Interlocked.Increment(ref _references);
+
+    /// <summary>Drops one owner; the last returns the command to the pool.</summary>
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _references) == 0)
+            Owner.ReturnToPool(this);
+    }
+
+    /// <summary>Releases the pin on the caller's memory.</summary>
+    public void Unpin()
+    {
+        Pin.Dispose();
+        Pin = default;
+        Data = null;
+    }
+
+    /// <summary>Completes the awaiter of an async command, once.</summary>
+    public void SetAsyncResult(Exception? exception)
+    {
+        if (exception == null)
+            _core.SetResult(true);
+        else
+            _core.SetException(exception);
+    }
+
+    public short Version => _core.Version;
+
+    void IValueTaskSource.GetResult(short token)
+    {
+        try
+        {
+            _core.GetResult(token);
+        }
+        finally
+        {
+            Release();
+        }
+    }
+
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
+
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token,
+        ValueTaskSourceOnCompletedFlags flags) => _core.OnCompleted(continuation, state, token, flags);
+}

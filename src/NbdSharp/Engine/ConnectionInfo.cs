@@ -1,0 +1,25 @@
+using System.Collections.Generic;
+
+namespace NbdSharp.Engine;
+
+/// <summary>What the handshake negotiated that the engine needs to frame and check replies.</summary>
+internal sealed class ConnectionInfo
+{
+    public ulong ExportSize { get; init; }
+    public bool StructuredReplies { get; init; }
+    public bool ExtendedHeaders { get; init; }
+
+    /// <summary>Negotiated metadata contexts by id, for naming block status chunks.</summary>
+    public IReadOnlyDictionary<uint, string> MetaContexts { get; init; } = new Dictionary<uint, string>();
+}
+
+/// <summary>The engine's view of the connection.</summary>
+internal enum EngineState
+{
+    /// <summary>Commands may be issued.</summary>
+    Ready,
+    /// <summary>The server closed the connection cleanly (after NBD_CMD_DISC, or with nothing in flight).</summary>
+    Closed,
+    /// <summary>The connection failed; every command in flight was failed.</summary>
+    Dead,
+}

@@ -1,0 +1,51 @@
+using System;
+
+namespace NbdSharp;
+
+/// <summary>Calls that do not need a handle: library identity, capabilities and the thread's last error.</summary>
+public sealed partial class NbdHandle
+{
+    [ThreadStatic]
+    private static string? t_lastError;
+
+    [ThreadStatic]
+    private static int t_lastErrno;
+
+    /// <summary>The name of this library (<c>nbd_get_package_name</c>): "NbdSharp".</summary>
+    /// <returns>The package name.</returns>
+    public static string GetPackageName() => "NbdSharp";
+
+    /// <summary>The version of this library (<c>nbd_get_version</c>), e.g. "0.1.0".</summary>
+    /// <returns>The version.</returns>
+    public static string GetVersion()
+    {
+        Version? version = typeof(NbdHandle).Assembly.GetName().Version;
+        return version == null ? "0.0.0" : version.ToString(3);
+    }
+
+    /// <summary>Whether URIs are supported (<c>nbd_supports_uri</c>): always true.</summary>
+    /// <returns>True.</returns>
+    public static bool SupportsUri() => true;
+
+    /// <summary>Whether TLS is supported (<c>nbd_supports_tls</c>): not in this build yet.</summary>
+    /// <returns>False.</returns>
+    public static bool SupportsTls() => false;
+
+    /// <summary>
+    /// The message of the most recent error on this thread (<c>nbd_get_error</c>), or null. Every
+    /// <see cref="NbdException"/> created on a thread becomes that thread's last error.
+    /// </summary>
+    /// <returns>The message, or null.</returns>
+    public static string? GetError() => t_lastError;
+
+    /// <summary>The errno of the most recent error on this thread (<c>nbd_get_errno</c>); 0 if none.</summary>
+    /// <returns>The errno.</returns>
+    public static int GetErrno() => t_lastErrno;
+
+    /// <summary>Records the thread's last error (called by <see cref="NbdException"/>).</summary>
+    internal static void RecordLastError(int errno, string message)
+    {
+        t_lastErrno = errno;
+        t_lastError = message;
+    }
+}

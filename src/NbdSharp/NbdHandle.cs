@@ -1,0 +1,188 @@
+using System;
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Threading;
+using System.Threading.Tasks;
+using NbdSharp.Diagnostics;
+using NbdSharp.Engine;
+using NbdSharp.Negotiation;
+
+namespace NbdSharp;
+
+/// <summary>
+/// An NBD client handle: libnbd's <c>struct nbd_handle</c>. Create it, adjust settings, connect, issue
+/// commands (synchronously, with libnbd's aio calls and cookies, or as tasks), and dispose of it.
+/// Every libnbd call <c>nbd_foo_bar(h, ...)</c> is the method <c>FooBar(...)</c> here. The handle is
+/// thread-safe: any number of threads may issue commands on one connection at once.
+/// </summary>
+public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
+{
+    private static int s_handleCount;
+
+    private readonly Lock _stateLock = new();
+    private readonly DebugLog _log;
+    private HandleState _state = HandleState.Created;
+    private CommandEngine? _engine;
+    private NegotiatedExport? _export;
+    private Transport.Transport? _connectingTransport;
+    private long _handshakeBytesSent;
+    private long _handshakeBytesReceived;
+    private long _handshakeChunksSent;
+    private long _handshakeChunksReceived;
+    private bool _disposed;
+
+    /// <summary>Creates a handle (<c>nbd_create</c>) with libnbd's defaults, not yet connected.</summary>
+    public NbdHandle()
+    {
+        int number = Interlocked.Increment(ref s_handleCount);
+        _log = new DebugLog("nbd" + number.ToString(CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>The coarse life cycle of a handle; once connected the engine refines ready/closed/dead.</summary>
+    private enum HandleState
+    {
+        Created,
+        Connecting,
+        Negotiating,
+        Connected,
+        Closed,
+        Dead,
+    }
+
+    /// <summary>The states a call may be made in (libnbd's permitted_states).</summary>
+    [Flags]
+    private enum Allowed
+    {
+        Created = 1,
+        Connecting = 2,
+        Negotiating = 4,
+        Connected = 8,
+        Closed = 16,
+        Dead = 32,
+    }
+
+    /// <summary>The public state, with the engine's view folded in.</summary>
+    private HandleState CurrentState
+    {
+        get
+        {
+            HandleState state = _state;
+            if (state != HandleState.Connected)
+                return state;
+            return _engine!.State switch
+            {
+                EngineState.Ready => HandleState.Connected,
+                EngineState.Closed => HandleState.Closed,
+                _ => HandleState.Dead,
+            };
+        }
+    }
+
+    /// <summary>libnbd's short state names, used in error messages.</summary>
+    private string StateName(HandleState state) => state switch
+    {
+        HandleState.Created => "START",
+        HandleState.Connecting => "CONNECTING",
+        HandleState.Negotiating => "NEGOTIATING",
+        HandleState.Connected => _engine!.IsProcessing ? "PROCESSING" : "READY",
+        HandleState.Closed => "CLOSED",
+        _ => "DEAD",
+    };
+
+    /// <summary>Throws libnbd's "invalid state" error unless the handle is in one of <paramref name="allowed"/>.</summary>
+    private void CheckState(string call, Allowed allowed)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        HandleState state = CurrentState;
+        Allowed current = state switch
+        {
+            HandleState.Created => Allowed.Created,
+            HandleState.Connecting => Allowed.Connecting,
+            HandleState.Negotiating => Allowed.Negotiating,
+            HandleState.Connected => Allowed.Connected,
+            HandleState.Closed => Allowed.Closed,
+            _ => Allowed.Dead,
+        };
+        if ((allowed & current) != 0)
+            return;
+        var text = new System.Text.StringBuilder();
+        foreach (Allowed flag in new[] { Allowed.Created, Allowed.Connecting, Allowed.Negotiating, Allowed.Connected, Allowed.Closed, Allowed.Dead })
+        {
+            if ((allowed & flag) == 0)
+                continue;
+            if (text.Length > 0)
+                text.Append(", or ");
+            text.Append(flag switch
+            {
+                Allowed.Created => "newly created",
+                Allowed.Connecting => "connecting",
+                Allowed.Negotiating => "negotiating",
+                Allowed.Connected => "connected with the server",
+                Allowed.Closed => "shut down",
+                _ => "dead",
+            });
+        }
+        int errno = state == HandleState.Created ? Errno.ENOTCONN : Errno.EINVAL;
+        throw Error(call, errno, "invalid state: " + StateName(state) + ": the handle must be " + text);
+    }
+
+    /// <summary>The engine of a connected handle, or libnbd's invalid-state error.</summary>
+    private CommandEngine Connected(string call)
+    {
+        CheckState(call, Allowed.Connected);
+        return _engine!;
+    }
+
+    /// <summary>Creates libnbd's error for <paramref name="call"/>: <c>call: detail: strerror(errno)</c>.</summary>
+    private static NbdException Error(string call, int errno, string detail) =>
+        new(errno, NbdException.Format(call, detail, errno));
+
+    [DoesNotReturn]
+    private static void Throw(string call, int errno, string detail) => throw Error(call, errno, detail);
+
+    /// <summary>
+    /// Closes the handle (<c>nbd_close</c>). A connected handle sends NBD_CMD_DISC first; commands still in
+    /// flight complete with ENOTCONN.
+    /// </summary>
+    public void Dispose()
+    {
+        CommandEngine? engine;
+        Transport.Transport? transport;
+        lock (_stateLock)
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+            engine = _engine;
+            transport = _connectingTransport;
+            _connectingTransport = null;
+        }
+        if (engine != null)
+        {
+            if (engine.State == EngineState.Ready && !engine.DisconnectRequested)
+            {
+                try
+                {
+                    engine.Disconnect("nbd_close");
+                }
+                catch (NbdException)
+                {
+                    // Closing anyway.
+                }
+            }
+            engine.Dispose();
+        }
+        transport?.Dispose();
+    }
+
+    /// <inheritdoc cref="Dispose"/>
+    /// <returns>A completed task.</returns>
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>A thread-safe snapshot of the negotiated export, or null before the server sent it.</summary>
+    private NegotiatedExport? Export => _export;
+}

@@ -1,0 +1,314 @@
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Text;
+
+namespace NbdSharp;
+
+/// <summary>The transport an NBD URI names.</summary>
+public enum NbdUriTransport
+{
+    /// <summary>TCP (<c>nbd://</c>, <c>nbds://</c>).</summary>
+    Tcp,
+    /// <summary>A Unix domain socket (<c>nbd+unix://</c>, <c>nbds+unix://</c>), given by the <c>socket</c> parameter.</summary>
+    Unix,
+    /// <summary>AF_VSOCK (<c>nbd+vsock://</c>, <c>nbds+vsock://</c>); the host is the numeric CID.</summary>
+    Vsock,
+    /// <summary>An SSH tunnel (<c>nbd+ssh://</c>, <c>nbds+ssh://</c>).</summary>
+    Ssh,
+}
+
+/// <summary>
+/// A parsed NBD URI (NBD's doc/uri.md plus libnbd's extensions): <c>nbd[s][+unix|+vsock|+ssh]://[user@][host][:port][/export][?query]</c>.
+/// The export name is the path without its leading slash, percent-decoded; query values are percent-decoded.
+/// </summary>
+public sealed class NbdUri
+{
+    private NbdUri(string scheme, NbdUriTransport transport, bool tls, string? user, string? host, int? port,
+        string exportName, IReadOnlyList<KeyValuePair<string, string>> query)
+    {
+        Scheme = scheme;
+        Transport = transport;
+        Tls = tls;
+        User = user;
+        Host = host;
+        Port = port;
+        ExportName = exportName;
+        Query = query;
+    }
+
+    /// <summary>The scheme, lower case (e.g. <c>nbd+unix</c>).</summary>
+    public string Scheme { get; }
+
+    /// <summary>The transport the scheme names.</summary>
+    public NbdUriTransport Transport { get; }
+
+    /// <summary>Whether the scheme requires TLS (<c>nbds</c>...).</summary>
+    public bool Tls { get; }
+
+    /// <summary>The user part of the authority (the TLS username), or null.</summary>
+    public string? User { get; }
+
+    /// <summary>The host (IPv6 literals without brackets), or null when absent.</summary>
+    public string? Host { get; }
+
+    /// <summary>The port, or null when absent.</summary>
+    public int? Port { get; }
+
+    /// <summary>The export name: the path without its leading '/', percent-decoded ("" for none).</summary>
+    public string ExportName { get; }
+
+    /// <summary>The query parameters in order, names and values percent-decoded.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Query { get; }
+
+    /// <summary>The value of query parameter <paramref name="name"/> (case-insensitive, last one wins), or null.</summary>
+    /// <param name="name">The parameter name, e.g. <c>socket</c>.</param>
+    /// <returns>The decoded value, or null if absent.</returns>
+    public string? GetQueryParameter(string name)
+    {
+        string? value = null;
+        foreach (KeyValuePair<string, string> parameter in Query)
+        {
+            if (string.Equals(parameter.Key, name, StringComparison.OrdinalIgnoreCase))
+                value = parameter.Value;
+        }
+        return value;
+    }
+
+    /// <summary>The Unix socket path of the <c>socket</c> parameter, or null.</summary>
+    public string? Socket => GetQueryParameter("socket");
+
+    /// <summary>Parses an NBD URI.</summary>
+    /// <param name="uri">The URI text.</param>
+    /// <returns>The parsed URI.</returns>
+    /// <exception cref="NbdException">EINVAL with a message saying what is wrong.</exception>
+    public static NbdUri Parse(string uri)
+    {
+        ArgumentNullException.ThrowIfNull(uri);
+        if (TryParse(uri, out NbdUri? result, out string? error))
+            return result;
+        throw new NbdException(Errno.EINVAL, NbdException.Format("nbd_connect_uri", error, Errno.EINVAL));
+    }
+
+    /// <summary>Parses an NBD URI without throwing.</summary>
+    /// <param name="uri">The URI text.</param>
+    /// <param name="result">The parsed URI on success.</param>
+    /// <returns>Whether <paramref name="uri"/> is a valid NBD URI.</returns>
+    public static bool TryParse(string uri, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out NbdUri? result) =>
+        TryParse(uri, out result, out _);
+
+    /// <summary>Parses an NBD URI, returning what is wrong with it on failure.</summary>
+    internal static bool TryParse(string uri, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out NbdUri? result,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error)
+    {
+        result = null;
+        int colon = uri.IndexOf(':', StringComparison.Ordinal);
+        if (colon <= 0 || !IsScheme(uri.AsSpan(0, colon)))
+        {
+            error = "NBD URI does not have a scheme: valid NBD URIs should start with a scheme like nbd://, nbds:// or nbd+unix://";
+            if (uri.StartsWith('/'))
+                error += ": to open a local socket use \"nbd+unix://?socket=PATH\"";
+            else if (uri.StartsWith("localhost", StringComparison.OrdinalIgnoreCase))
+                error += ": to open a local port use \"nbd://localhost\" or \"nbd://localhost:PORT\"";
+            return false;
+        }
+        string scheme = uri[..colon].ToLowerInvariant();
+        NbdUriTransport transport;
+        bool tls;
+        switch (scheme)
+        {
+            case "nbd": transport = NbdUriTransport.Tcp; tls = false; break;
+            case "nbds": transport = NbdUriTransport.Tcp; tls = true; break;
+            case "nbd+unix": transport = NbdUriTransport.Unix; tls = false; break;
+            case "nbds+unix": transport = NbdUriTransport.Unix; tls = true; break;
+            case "nbd+vsock": transport = NbdUriTransport.Vsock; tls = false; break;
+            case "nbds+vsock": transport = NbdUriTransport.Vsock; tls = true; break;
+            case "nbd+ssh": transport = NbdUriTransport.Ssh; tls = false; break;
+            case "nbds+ssh": transport = NbdUriTransport.Ssh; tls = true; break;
+            default:
+                error = "unknown NBD URI scheme: " + uri[..colon];
+                return false;
+        }
+        if (string.CompareOrdinal(uri, colon, "://", 0, 3) != 0)
+        {
+            error = "URI must begin with '" + uri[..colon] + "://'";
+            return false;
+        }
+
+        // scheme://authority[/path][?query][#fragment]
+        string rest = uri[(colon + 3)..];
+        int hash = rest.IndexOf('#', StringComparison.Ordinal);
+        if (hash >= 0)
+            rest = rest[..hash];
+        int question = rest.IndexOf('?', StringComparison.Ordinal);
+        string queryText = question >= 0 ? rest[(question + 1)..] : "";
+        if (question >= 0)
+            rest = rest[..question];
+        int slash = rest.IndexOf('/', StringComparison.Ordinal);
+        string authority = slash >= 0 ? rest[..slash] : rest;
+        string path = slash >= 0 ? rest[slash..] : "";
+
+        string? user = null;
+        int at = authority.LastIndexOf('@');
+        if (at >= 0)
+        {
+            if (!TryDecode(authority[..at], out user))
+            {
+                error = "unable to parse URI: invalid percent-encoding in the user name: " + uri;
+                return false;
+            }
+            authority = authority[(at + 1)..];
+        }
+
+        string? host = null;
+        int? port = null;
+        string portText = "";
+        if (authority.StartsWith('['))
+        {
+            int close = authority.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0)
+            {
+                error = "unable to parse URI: unterminated IPv6 literal: " + uri;
+                return false;
+            }
+            host = authority[1..close];
+            string after = authority[(close + 1)..];
+            if (after.Length > 0 && after[0] != ':')
+            {
+                error = "unable to parse URI: unexpected text after the IPv6 literal: " + uri;
+                return false;
+            }
+            portText = after.Length > 0 ? after[1..] : "";
+        }
+        else
+        {
+            int portColon = authority.LastIndexOf(':');
+            string hostText = portColon >= 0 ? authority[..portColon] : authority;
+            portText = portColon >= 0 ? authority[(portColon + 1)..] : "";
+            if (hostText.Length > 0)
+            {
+                if (!TryDecode(hostText, out host))
+                {
+                    error = "unable to parse URI: invalid percent-encoding in the host: " + uri;
+                    return false;
+                }
+            }
+        }
+        if (portText.Length > 0)
+        {
+            if (!int.TryParse(portText, NumberStyles.None, CultureInfo.InvariantCulture, out int value) || value > 65535)
+            {
+                error = "unable to parse URI: invalid port '" + portText + "': " + uri;
+                return false;
+            }
+            port = value;
+        }
+
+        string exportName = "";
+        if (path.Length > 0)
+        {
+            if (!TryDecode(path[1..], out string? decodedPath))
+            {
+                error = "unable to parse URI: invalid percent-encoding in the export name: " + uri;
+                return false;
+            }
+            exportName = decodedPath;
+        }
+
+        var query = new List<KeyValuePair<string, string>>();
+        foreach (string parameter in queryText.Split('&', ';'))
+        {
+            if (parameter.Length == 0)
+                continue;
+            int equals = parameter.IndexOf('=', StringComparison.Ordinal);
+            string name = equals >= 0 ? parameter[..equals] : parameter;
+            string value = equals >= 0 ? parameter[(equals + 1)..] : "";
+            if (!TryDecode(name, out string? decodedName) || !TryDecode(value, out string? decodedValue))
+            {
+                error = "unable to parse URI queries: " + queryText;
+                return false;
+            }
+            query.Add(new(decodedName, decodedValue));
+        }
+
+        result = new NbdUri(scheme, transport, tls, user, host, port, exportName, query);
+        error = null;
+        return true;
+    }
+
+    private static bool IsScheme(ReadOnlySpan<char> text)
+    {
+        if (text.IsEmpty || !char.IsAsciiLetter(text[0]))
+            return false;
+        foreach (char c in text)
+        {
+            if (!char.IsAsciiLetterOrDigit(c) && c != '+' && c != '-' && c != '.')
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>Decodes %XX escapes (as UTF-8); false on a malformed escape.</summary>
+    private static bool TryDecode(string text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? decoded)
+    {
+        if (!text.Contains('%', StringComparison.Ordinal))
+        {
+            decoded = text;
+            return true;
+        }
+        decoded = null;
+        var bytes = new List<byte>(text.Length);
+        int plainStart = 0;
+        for (int i = 0; i <= text.Length; i++)
+        {
+            if (i < text.Length && text[i] != '%')
+                continue;
+            bytes.AddRange(Encoding.UTF8.GetBytes(text[plainStart..i]));
+            if (i == text.Length)
+                break;
+            if (i + 2 >= text.Length || !char.IsAsciiHexDigit(text[i + 1]) || !char.IsAsciiHexDigit(text[i + 2]))
+                return false;
+            bytes.Add(byte.Parse(text.AsSpan(i + 1, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+            i += 2;
+            plainStart = i + 1;
+        }
+        decoded = Encoding.UTF8.GetString(bytes.ToArray());
+        return true;
+    }
+
+    /// <summary>Percent-encodes the characters that may not appear literally in a URI path or query value.</summary>
+    internal static string Encode(string text, bool inQuery)
+    {
+        var encoded = new StringBuilder(text.Length);
+        foreach (byte b in Encoding.UTF8.GetBytes(text))
+        {
+            char c = (char)b;
+            bool plain = char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '_' or '~' or '/' or ':' or '@' or '!' or '$' or '\'' or '(' or ')' or '*' or ',' ||
+                         (!inQuery && c is '&' or '=' or '+' or ';');
+            if (plain)
+                encoded.Append(c);
+            else
+                encoded.Append('%').Append(b.ToString("X2", CultureInfo.InvariantCulture));
+        }
+        return encoded.ToString();
+    }
+
+    /// <inheritdoc/>
+    public override string ToString()
+    {
+        var text = new StringBuilder(Scheme).Append("://");
+        if (User != null)
+            text.Append(Encode(User, inQuery: true).Replace("/", "%2F", StringComparison.Ordinal)).Append('@');
+        if (Host != null)
+            text.Append(Host.Contains(':', StringComparison.Ordinal) ? "[" + Host + "]" : Host);
+        if (Port != null)
+            text.Append(':').Append(Port.Value.ToString(CultureInfo.InvariantCulture));
+        text.Append('/').Append(Encode(ExportName, inQuery: false));
+        for (int i = 0; i < Query.Count; i++)
+        {
+            text.Append(i == 0 ? '?' : '&').Append(Encode(Query[i].Key, inQuery: true)).Append('=')
+                .Append(Encode(Query[i].Value, inQuery: true));
+        }
+        return text.ToString();
+    }
+}

@@ -1,0 +1,219 @@
+using System;
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
+using System.Threading;
+using System.Threading.Tasks;
+using NbdSharp.Protocol;
+using NbdSharp.Transport;
+
+namespace NbdSharp.Negotiation;
+
+/// <summary>Option framing and the I/O primitives of the handshake.</summary>
+internal sealed partial class Negotiator
+{
+    private bool _payloadSkipped;
+
+    /// <summary>Sends an option request header; the caller sends its data next.</summary>
+    private ValueTask SendOptionAsync(bool async, NbdOption option, uint length, CancellationToken cancellationToken)
+    {
+        new OptionRequestHeader(option, length).Write(_buffer);
+        ChunksSent++;
+        return SendAsync(async, OptionRequestHeader.Size, cancellationToken);
+    }
+
+    /// <summary>Sends a 4-byte length and the UTF-8 bytes of <paramref name="text"/> (at most 4096 bytes).</summary>
+    private ValueTask SendStringAsync(bool async, string text, CancellationToken cancellationToken)
+    {
+        int length = Encoding.UTF8.GetBytes(text, _buffer.AsSpan(4));
+        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)length);
+        return SendAsync(async, 4 + length, cancellationToken);
+    }
+
+    /// <summary>
+    /// Reads an option reply header for <paramref name="option"/>, checks the lengths the protocol fixes, and
+    /// reads its payload into the buffer (or skips an informational payload too large to be useful).
+    /// </summary>
+    private async ValueTask<OptionReplyHeader> ReceiveOptionReplyAsync(bool async, NbdOption option, CancellationToken cancellationToken)
+    {
+        await ReceiveAsync(async, OptionReplyHeader.Size, cancellationToken).ConfigureAwait(false);
+        if (!OptionReplyHeader.TryRead(_buffer, out OptionReplyHeader reply) || reply.Option != option)
+            throw Fail(Errno.EPROTO, "handshake: invalid option reply magic or option");
+        ChunksReceived++;
+        uint length = reply.Length;
+        switch (reply.Type)
+        {
+            case OptionReplyType.Ack when length != 0:
+                throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_ACK option reply length");
+            case OptionReplyType.Info when length < 2:
+                throw Fail(Errno.EPROTO, "handshake: NBD_REP_INFO reply length too small");
+            case OptionReplyType.MetaContext when length <= 4 || length > 4 + NbdProtocol.MaxString:
+                throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_META_CONTEXT reply length");
+            case OptionReplyType.Server when length < 4:
+                throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_SERVER reply length");
+        }
+        if (length > MaxOptionReplyLength)
+            throw Fail(Errno.EPROTO, "handshake: invalid option reply length " + length.ToString(CultureInfo.InvariantCulture));
+        if (reply.IsError && length > NbdProtocol.MaxString)
+            throw Fail(Errno.EPROTO, "handshake: option error string too long");
+        _payloadSkipped = length > ReplyBufferSize;
+        if (_payloadSkipped)
+        {
+            Debug("skipping large option reply of " + length.ToString(CultureInfo.InvariantCulture) + " bytes");
+            await SkipAsync(async, length, cancellationToken).ConfigureAwait(false);
+        }
+        else if (length > 0)
+        {
+            await ReceiveAsync(async, (int)length, cancellationToken).ConfigureAwait(false);
+        }
+        return reply;
+    }
+
+    /// <summary>Anything but an error reply here breaks the protocol.</summary>
+    private void RequireError(OptionReplyHeader reply)
+    {
+        if (!reply.IsError)
+            throw Fail(Errno.EPROTO, "handshake: unexpected option reply type " + ((uint)reply.Type).ToString(CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>
+    /// libnbd's wording of an option error, followed by the server's own message (non-printable bytes quoted),
+    /// and the errno libnbd reports for it (0 where libnbd has none).
+    /// </summary>
+    private string DescribeOptionError(OptionReplyHeader reply, out int errno)
+    {
+        errno = 0;
+        string text;
+        switch (reply.Type)
+        {
+            case OptionReplyType.ErrUnsup:
+                errno = Errno.ENOTSUP;
+                text = "the operation is not supported by the server";
+                break;
+            case OptionReplyType.ErrPolicy:
+                text = "server policy prevents the operation";
+                break;
+            case OptionReplyType.ErrPlatform:
+                text = "the operation is not supported by the server platform";
+                break;
+            case OptionReplyType.ErrInvalid:
+                errno = Errno.EINVAL;
+                text = "the server rejected this operation as invalid";
+                break;
+            case OptionReplyType.ErrTooBig:
+                errno = Errno.EINVAL;
+                text = "the operation is too large to process";
+                break;
+            case OptionReplyType.ErrTlsReqd:
+                errno = Errno.ENOTSUP;
+                text = "the server requires TLS encryption first";
+                break;
+            case OptionReplyType.ErrUnknown:
+                errno = Errno.ENOENT;
+                text = "the server has no export named '" + Settings.ExportName + "'";
+                break;
+            case OptionReplyType.ErrShutdown:
+                errno = Errno.ESHUTDOWN;
+                text = "the server is shutting down";
+                break;
+            case OptionReplyType.ErrBlockSizeReqd:
+                errno = Errno.EINVAL;
+                text = "the server requires specific block sizes";
+                break;
+            case OptionReplyType.ErrExtHeaderReqd:
+                errno = Errno.EINVAL;
+                text = "the server requires extended headers first";
+                break;
+            default:
+                text = "handshake: unknown reply from the server: 0x" + ((uint)reply.Type).ToString("x", CultureInfo.InvariantCulture);
+                break;
+        }
+        if (reply.Length > 0 && !_payloadSkipped)
+            text += ": " + QuoteServerText(_buffer.AsSpan(0, (int)reply.Length));
+        return text;
+    }
+
+    /// <summary>Server text shown to users: printable ASCII as is, anything else as \xNN (as libnbd quotes it).</summary>
+    internal static string QuoteServerText(ReadOnlySpan<byte> raw)
+    {
+        var text = new StringBuilder(raw.Length);
+        foreach (byte b in raw)
+        {
+            if (b >= 0x20 && b < 0x7f)
+                text.Append((char)b);
+            else
+                text.Append("\\x").Append(b.ToString("x2", CultureInfo.InvariantCulture));
+        }
+        return text.ToString();
+    }
+
+    /// <summary>Decodes a protocol string (UTF-8 per proto.md; invalid bytes become U+FFFD).</summary>
+    private static string DecodeString(ReadOnlySpan<byte> raw) => Encoding.UTF8.GetString(raw);
+
+    private static int Utf8Length(string text) => Encoding.UTF8.GetByteCount(text);
+
+    /// <summary>Sends the first <paramref name="count"/> bytes of the buffer.</summary>
+    private async ValueTask SendAsync(bool async, int count, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (async)
+                await _transport.SendAsync(_buffer.AsMemory(0, count), cancellationToken).ConfigureAwait(false);
+            else
+                _transport.Send(_buffer.AsSpan(0, count));
+        }
+        catch (TransportException e)
+        {
+            throw Fail(e.Errno, "handshake: " + e.Message, e);
+        }
+        BytesSent += count;
+    }
+
+    /// <summary>Receives exactly <paramref name="count"/> bytes into the start of the buffer.</summary>
+    private async ValueTask ReceiveAsync(bool async, int count, CancellationToken cancellationToken)
+    {
+        int have = 0;
+        try
+        {
+            while (have < count)
+            {
+                int received = async
+                    ? await _transport.ReceiveAsync(_buffer.AsMemory(have, count - have), cancellationToken).ConfigureAwait(false)
+                    : _transport.Receive(_buffer.AsSpan(have, count - have));
+                if (received == 0)
+                    throw Fail(Errno.ENOTCONN, "handshake: server disconnected unexpectedly");
+                have += received;
+            }
+        }
+        catch (TransportException e)
+        {
+            throw Fail(e.Errno, "handshake: " + e.Message, e);
+        }
+        BytesReceived += count;
+    }
+
+    /// <summary>Receives and discards <paramref name="count"/> bytes, a buffer at a time.</summary>
+    private async ValueTask SkipAsync(bool async, uint count, CancellationToken cancellationToken)
+    {
+        while (count > 0)
+        {
+            int take = (int)Math.Min(count, (uint)ReplyBufferSize);
+            await ReceiveAsync(async, take, cancellationToken).ConfigureAwait(false);
+            count -= (uint)take;
+        }
+    }
+
+    private NbdException Fail(int errno, string detail, Exception? inner = null)
+    {
+        string message = NbdException.Format(_call, detail, errno);
+        return errno == Errno.EPROTO || errno == Errno.ENOTCONN
+            ? new NbdProtocolException(errno, message, inner)
+            : new NbdException(errno, message, inner);
+    }
+
+    private void Debug(string message)
+    {
+        if (_log.Enabled)
+            _log.Write(_call, message);
+    }
+}

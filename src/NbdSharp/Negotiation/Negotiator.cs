@@ -1,0 +1,375 @@
+using System;
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
+using System.Threading;
+using System.Threading.Tasks;
+using NbdSharp.Diagnostics;
+using NbdSharp.Protocol;
+
+namespace NbdSharp.Negotiation;
+
+/// <summary>
+/// The handshake, written as the spec's sequence: greeting, client flags, then options (extended headers,
+/// structured replies, metadata contexts, GO with the <c>NBD_OPT_EXPORT_NAME</c> fallback), or the
+/// oldstyle header. Every method takes <c>async</c>: false runs the same code with blocking I/O and
+/// completes synchronously, so one implementation serves <c>ConnectUnix</c> and <c>ConnectUnixAsync</c>.
+/// </summary>
+/// <remarks>Every server length is checked before it is used; no buffer is sized by a number the server sent.</remarks>
+internal sealed partial class Negotiator
+{
+    /// <summary>Option replies longer than this are a protocol error (libnbd's bound).</summary>
+    private const uint MaxOptionReplyLength = NbdProtocol.MaxRequestSize;
+
+    /// <summary>Option reply payloads up to this size are read; longer informational ones are skipped.</summary>
+    private const int ReplyBufferSize = 8192;
+
+    private readonly Transport.Transport _transport;
+    private readonly DebugLog _log;
+    private readonly byte[] _buffer = new byte[ReplyBufferSize + 64];
+    private readonly string _call;
+
+    public Negotiator(Transport.Transport transport, HandshakeSettings settings, DebugLog log, string call)
+    {
+        _transport = transport;
+        Settings = settings;
+        _log = log;
+        _call = call;
+    }
+
+    public HandshakeSettings Settings { get; set; }
+
+    public NegotiatedExport Export { get; } = new();
+
+    public long BytesSent { get; private set; }
+    public long BytesReceived { get; private set; }
+    public long ChunksSent { get; private set; }
+    public long ChunksReceived { get; private set; }
+
+    private bool FixedNewstyle => (Export.HandshakeFlags & HandshakeFlag.FixedNewstyle) != 0;
+
+    /// <summary>
+    /// The whole handshake of a normal connect: reads the greeting and negotiates up to the transmission
+    /// phase. Throws <see cref="NbdException"/> if the server cannot give us the export.
+    /// </summary>
+    public async ValueTask RunAsync(bool async, CancellationToken cancellationToken)
+    {
+        bool newstyle = await GreetingAsync(async, cancellationToken).ConfigureAwait(false);
+        if (!newstyle)
+            return;
+        if (!FixedNewstyle)
+        {
+            await ExportNameAsync(async, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (Settings.Tls != TlsMode.Disable)
+            throw Fail(Errno.ENOTSUP, "handshake: TLS is not supported by this build of NbdSharp yet");
+        if (Settings.RequestExtendedHeaders)
+            await ExtendedHeadersAsync(async, cancellationToken).ConfigureAwait(false);
+        if (Settings.RequestStructuredReplies && !Export.StructuredReplies)
+            await StructuredReplyAsync(async, cancellationToken).ConfigureAwait(false);
+        await GoAsync(async, NbdOption.Go, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Reads the greeting. For oldstyle, reads the rest of the oldstyle header and returns false (the
+    /// export is known); for newstyle, agrees the handshake flags and returns true.
+    /// </summary>
+    public async ValueTask<bool> GreetingAsync(bool async, CancellationToken cancellationToken)
+    {
+        await ReceiveAsync(async, Greeting.Size, cancellationToken).ConfigureAwait(false);
+        Greeting greeting = Greeting.Read(_buffer);
+        if (!greeting.IsNbd)
+            throw Fail(Errno.EPROTO, "handshake: server did not send expected NBD magic");
+        ChunksReceived++;
+        if (greeting.IsOldstyle)
+        {
+            await ReceiveAsync(async, OldstyleHandshake.RemainderSize, cancellationToken).ConfigureAwait(false);
+            OldstyleHandshake old = OldstyleHandshake.Read(_buffer);
+            // CVE-2019-14842: an oldstyle server cannot do TLS, so TLS=require must not fall back to plaintext.
+            if (Settings.Tls == TlsMode.Require)
+                throw Fail(Errno.ENOTSUP, "handshake: server is oldstyle, but handle TLS setting is 'require' (2)");
+            if (old.GlobalFlags != 0)
+                throw Fail(Errno.EPROTO, "handshake: oldstyle server should not set gflags");
+            Export.Protocol = "oldstyle";
+            Export.HandshakeFlags = HandshakeFlag.None;
+            SetSizeAndFlags(old.ExportSize, old.TransmissionFlags);
+            SetPayloadMaximum();
+            return false;
+        }
+        if (!greeting.IsNewstyle)
+            throw Fail(Errno.EPROTO, "handshake: server is not either an oldstyle or fixed newstyle NBD server");
+
+        await ReceiveAsync(async, 2, cancellationToken).ConfigureAwait(false);
+        ushort serverFlags = BinaryPrimitives.ReadUInt16BigEndian(_buffer);
+        HandshakeFlag agreed = (HandshakeFlag)serverFlags & Settings.HandshakeFlags & HandshakeFlag.Mask;
+        Export.HandshakeFlags = agreed;
+        if ((agreed & HandshakeFlag.FixedNewstyle) == 0 && Settings.Tls == TlsMode.Require)
+            throw Fail(Errno.ENOTSUP, "handshake: server is not using fixed newstyle, but handle TLS setting is 'require' (2)");
+        Export.Protocol = (agreed & HandshakeFlag.FixedNewstyle) != 0 ? "newstyle-fixed" : "newstyle";
+        Debug("gflags: 0x" + serverFlags.ToString("x", CultureInfo.InvariantCulture));
+
+        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)agreed);
+        await SendAsync(async, 4, cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>NBD_OPT_EXTENDED_HEADERS. Returns whether the server accepted (which implies structured replies).</summary>
+    public async ValueTask<bool> ExtendedHeadersAsync(bool async, CancellationToken cancellationToken)
+    {
+        await SendOptionAsync(async, NbdOption.ExtendedHeaders, 0, cancellationToken).ConfigureAwait(false);
+        OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.ExtendedHeaders, cancellationToken).ConfigureAwait(false);
+        if (reply.Type == OptionReplyType.Ack)
+        {
+            Debug("negotiated extended headers on this connection");
+            Export.ExtendedHeaders = true;
+            Export.StructuredReplies = true;
+            return true;
+        }
+        RequireError(reply);
+        Debug("extended headers are not supported by this server: " + DescribeOptionError(reply, out _));
+        return false;
+    }
+
+    /// <summary>NBD_OPT_STRUCTURED_REPLY. Returns whether the server accepted.</summary>
+    public async ValueTask<bool> StructuredReplyAsync(bool async, CancellationToken cancellationToken)
+    {
+        await SendOptionAsync(async, NbdOption.StructuredReply, 0, cancellationToken).ConfigureAwait(false);
+        OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.StructuredReply, cancellationToken).ConfigureAwait(false);
+        if (reply.Type == OptionReplyType.Ack)
+        {
+            Debug("negotiated structured replies on this connection");
+            Export.StructuredReplies = true;
+            return true;
+        }
+        RequireError(reply);
+        Debug("structured replies are not supported by this server: " + DescribeOptionError(reply, out _));
+        return false;
+    }
+
+    /// <summary>
+    /// NBD_OPT_SET_META_CONTEXT for <paramref name="queries"/> on the current export name. Replaces the
+    /// selection. With <paramref name="strict"/> false (automatic use while connecting), an error reply is
+    /// ignored as libnbd does; otherwise it is thrown. Returns the number of contexts selected.
+    /// </summary>
+    public async ValueTask<int> SetMetaContextAsync(bool async, System.Collections.Generic.IReadOnlyList<string> queries,
+        ContextCallback? callback, bool strict, CancellationToken cancellationToken)
+    {
+        Export.MetaContexts.Clear();
+        Export.MetaValid = false;
+        int length = 4 + Utf8Length(Settings.ExportName) + 4;
+        foreach (string query in queries)
+            length += 4 + Utf8Length(query);
+        await SendOptionAsync(async, NbdOption.SetMetaContext, (uint)length, cancellationToken).ConfigureAwait(false);
+        await SendStringAsync(async, Settings.ExportName, cancellationToken).ConfigureAwait(false);
+        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)queries.Count);
+        await SendAsync(async, 4, cancellationToken).ConfigureAwait(false);
+        foreach (string query in queries)
+            await SendStringAsync(async, query, cancellationToken).ConfigureAwait(false);
+
+        while (true)
+        {
+            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.SetMetaContext, cancellationToken).ConfigureAwait(false);
+            if (reply.Type == OptionReplyType.Ack)
+            {
+                Export.MetaValid = true;
+                return Export.MetaContexts.Count;
+            }
+            if (reply.Type == OptionReplyType.MetaContext)
+            {
+                uint id = BinaryPrimitives.ReadUInt32BigEndian(_buffer);
+                string name = DecodeString(_buffer.AsSpan(4, (int)reply.Length - 4));
+                Debug("negotiated " + name + " with context ID " + id.ToString(CultureInfo.InvariantCulture));
+                Export.MetaContexts.Add(new(id, name));
+                callback?.Invoke(name);
+                continue;
+            }
+            RequireError(reply);
+            string message = DescribeOptionError(reply, out int errno);
+            if (strict)
+                throw Fail(errno == 0 ? Errno.ENOTSUP : errno, message);
+            Debug("handshake: ignoring unexpected error from NBD_OPT_SET_META_CONTEXT: " + message);
+            Export.MetaValid = Export.MetaContexts.Count == 0;
+            return 0;
+        }
+    }
+
+    /// <summary>
+    /// NBD_OPT_GO (or NBD_OPT_INFO) for the current export name, after selecting the requested metadata
+    /// contexts. GO falls back to NBD_OPT_EXPORT_NAME when the server does not know it. On any other refusal
+    /// a GO sends NBD_OPT_ABORT and throws with the server's own message.
+    /// </summary>
+    public async ValueTask GoAsync(bool async, NbdOption option, CancellationToken cancellationToken)
+    {
+        if (Settings.RequestMetaContext && Export.StructuredReplies && Settings.MetaContexts.Count > 0)
+            await SetMetaContextAsync(async, Settings.MetaContexts, null, strict: false, cancellationToken).ConfigureAwait(false);
+
+        Export.ResetExport();
+        int infos = (Settings.RequestBlockSize ? 1 : 0) + (Settings.FullInfo ? 2 : 0);
+        int nameLength = Utf8Length(Settings.ExportName);
+        await SendOptionAsync(async, option, (uint)(4 + nameLength + 2 + (2 * infos)), cancellationToken).ConfigureAwait(false);
+        await SendStringAsync(async, Settings.ExportName, cancellationToken).ConfigureAwait(false);
+        int at = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(_buffer, (ushort)infos);
+        at += 2;
+        if (Settings.RequestBlockSize)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(_buffer.AsSpan(at), (ushort)NbdInfoType.BlockSize);
+            at += 2;
+        }
+        if (Settings.FullInfo)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(_buffer.AsSpan(at), (ushort)NbdInfoType.Name);
+            BinaryPrimitives.WriteUInt16BigEndian(_buffer.AsSpan(at + 2), (ushort)NbdInfoType.Description);
+            at += 4;
+        }
+        await SendAsync(async, at, cancellationToken).ConfigureAwait(false);
+
+        while (true)
+        {
+            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, option, cancellationToken).ConfigureAwait(false);
+            switch (reply.Type)
+            {
+                case OptionReplyType.Info:
+                    HandleInfo(reply.Length);
+                    continue;
+                case OptionReplyType.Ack:
+                    if (Export.TransmissionFlags == 0)
+                        throw Fail(Errno.EPROTO, "handshake: server acknowledged " + NbdProtocol.OptionName(option) + " without sending NBD_INFO_EXPORT");
+                    SetPayloadMaximum();
+                    return;
+                case OptionReplyType.ErrUnsup when option == NbdOption.Go:
+                    Debug("server is confused by NBD_OPT_GO, continuing anyway");
+                    await ExportNameAsync(async, cancellationToken).ConfigureAwait(false);
+                    return;
+                default:
+                    RequireError(reply);
+                    string message = DescribeOptionError(reply, out int errno);
+                    Export.ResetExport();
+                    Export.MetaValid = false;
+                    if (option == NbdOption.Go)
+                        await AbortAsync(async, cancellationToken).ConfigureAwait(false);
+                    throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno,
+                        NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
+            }
+        }
+    }
+
+    /// <summary>NBD_OPT_EXPORT_NAME: the old way to enter transmission; the server closes the connection on failure.</summary>
+    public async ValueTask ExportNameAsync(bool async, CancellationToken cancellationToken)
+    {
+        await SendOptionAsync(async, NbdOption.ExportName, (uint)Utf8Length(Settings.ExportName), cancellationToken).ConfigureAwait(false);
+        int nameLength = Encoding.UTF8.GetBytes(Settings.ExportName, _buffer);
+        await SendAsync(async, nameLength, cancellationToken).ConfigureAwait(false);
+        bool noZeroes = (Export.HandshakeFlags & HandshakeFlag.NoZeroes) != 0;
+        int size = noZeroes ? NbdProtocol.ExportNameReplyShortSize : NbdProtocol.ExportNameReplySize;
+        try
+        {
+            await ReceiveAsync(async, size, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NbdException e) when (e.Errno == Errno.ENOTCONN)
+        {
+            throw Fail(Errno.ENOENT, "handshake: server closed the connection after NBD_OPT_EXPORT_NAME '" +
+                       Settings.ExportName + "' (the export may not exist)");
+        }
+        ChunksReceived++;
+        ExportNameReply reply = ExportNameReply.Read(_buffer);
+        SetSizeAndFlags(reply.ExportSize, reply.TransmissionFlags);
+        SetPayloadMaximum();
+    }
+
+    /// <summary>NBD_OPT_ABORT: a soft disconnect during negotiation. The server's reply, if any, is not awaited.</summary>
+    public async ValueTask AbortAsync(bool async, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await SendOptionAsync(async, NbdOption.Abort, 0, cancellationToken).ConfigureAwait(false);
+            _transport.ShutdownSend();
+        }
+        catch (NbdException)
+        {
+            // The server may already be gone; aborting is best effort.
+        }
+    }
+
+    private void HandleInfo(uint length)
+    {
+        var info = _buffer.AsSpan(0, (int)Math.Min(length, ReplyBufferSize));
+        var type = (NbdInfoType)BinaryPrimitives.ReadUInt16BigEndian(info);
+        switch (type)
+        {
+            case NbdInfoType.Export:
+                if (length != NbdInfoExport.Size)
+                    throw Fail(Errno.EPROTO, "handshake: incorrect NBD_INFO_EXPORT option reply length");
+                NbdInfoExport export = NbdInfoExport.Read(info);
+                SetSizeAndFlags(export.ExportSize, export.TransmissionFlags);
+                break;
+            case NbdInfoType.BlockSize:
+                if (length != NbdInfoBlockSize.Size)
+                    throw Fail(Errno.EPROTO, "handshake: incorrect NBD_INFO_BLOCK_SIZE option reply length");
+                NbdInfoBlockSize sizes = NbdInfoBlockSize.Read(info);
+                Debug($"server block size constraints: min: {sizes.Minimum} preferred: {sizes.Preferred} max: {sizes.Maximum}");
+                if (sizes.IsSane())
+                {
+                    Export.BlockMinimum = sizes.Minimum;
+                    Export.BlockPreferred = sizes.Preferred;
+                    Export.BlockMaximum = sizes.Maximum;
+                }
+                else
+                {
+                    Debug("ignoring improper server size constraints");
+                }
+                break;
+            case NbdInfoType.Name:
+            case NbdInfoType.Description:
+                if (length > 2 + NbdProtocol.MaxString)
+                    throw Fail(Errno.EPROTO, "handshake: incorrect NBD_INFO_" + (type == NbdInfoType.Name ? "NAME" : "DESCRIPTION") + " option reply length");
+                string text = DecodeString(info[2..]);
+                if (type == NbdInfoType.Name)
+                    Export.CanonicalName = text;
+                else
+                    Export.Description = text;
+                break;
+            default:
+                Debug("skipping unknown NBD_REP_INFO type " + ((int)type).ToString(CultureInfo.InvariantCulture));
+                break;
+        }
+    }
+
+    /// <summary>libnbd's nbd_internal_set_size_and_flags: validates and records what the server said.</summary>
+    private void SetSizeAndFlags(ulong exportSize, ushort flags)
+    {
+        Debug($"exportsize: {exportSize} eflags: 0x{flags:x}");
+        if (flags == 0)
+            throw Fail(Errno.EPROTO, "handshake: invalid eflags == 0 from server");
+        var eflags = (TransmissionFlags)flags;
+        if ((eflags & TransmissionFlags.SendDf) != 0 && !Export.StructuredReplies)
+        {
+            Debug("server lacks structured replies, ignoring claim of df");
+            eflags &= ~TransmissionFlags.SendDf;
+        }
+        if ((eflags & TransmissionFlags.BlockStatusPayload) != 0 && !Export.ExtendedHeaders)
+        {
+            Debug("server lacks extended headers, ignoring claim of block status payload");
+            eflags &= ~TransmissionFlags.BlockStatusPayload;
+        }
+        if ((eflags & TransmissionFlags.SendFastZero) != 0 && (eflags & TransmissionFlags.SendWriteZeroes) == 0)
+        {
+            Debug("server lacks write zeroes, ignoring claim of fast zero");
+            eflags &= ~TransmissionFlags.SendFastZero;
+        }
+        if (Settings.RequestMetaContext && (!Export.StructuredReplies || Settings.MetaContexts.Count == 0))
+            Export.MetaValid = true;
+        Export.ExportSize = exportSize;
+        Export.TransmissionFlags = (ushort)eflags;
+    }
+
+    /// <summary>
+    /// libnbd's payload cap: the server's maximum clamped to 1 MiB..64 MiB, or 32 MiB when it did not say
+    /// (proto.md: a client should not assume more).
+    /// </summary>
+    private void SetPayloadMaximum() =>
+        Export.PayloadMaximum = Export.BlockMaximum != 0
+            ? Math.Min(NbdProtocol.MaxRequestSize, Math.Max(1024u * 1024u, Export.BlockMaximum))
+            : 32u * 1024 * 1024;
+}

@@ -1,0 +1,337 @@
+using System;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace NbdSharp.Transport;
+
+/// <summary>
+/// A transport over a connected <see cref="Socket"/> (TCP, Unix, vsock or a socketpair). On Linux the
+/// transmission path calls libc directly: blocking receives, and sends that can be tried without blocking,
+/// which is how the engine keeps reading replies while a large write waits for room in the socket.
+/// </summary>
+internal sealed class SocketTransport : Transport
+{
+    private static readonly bool UseLibC = OperatingSystem.IsLinux();
+    private readonly Socket _socket;
+    private readonly SafeHandle _handle;
+    private int _aborted;
+
+    public SocketTransport(Socket socket)
+    {
+        _socket = socket;
+        _handle = socket.SafeHandle;
+        if (socket.ProtocolType == ProtocolType.Tcp)
+            socket.NoDelay = true;
+    }
+
+    public Socket Socket => _socket;
+
+    public override bool CanPoll => true;
+
+    public override int FileDescriptor => (int)_handle.DangerousGetHandle();
+
+    public override unsafe int Receive(Span<byte> buffer)
+    {
+        if (!UseLibC)
+            return ReceiveManaged(buffer);
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            int fd = (int)_handle.DangerousGetHandle();
+            fixed (byte* p = buffer)
+            {
+                while (true)
+                {
+                    nint n = LibC.Recv(fd, p, (nuint)buffer.Length, 0);
+                    if (n >= 0)
+                        return (int)n;
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == Errno.EINTR)
+                        continue;
+                    if (errno == Errno.EAGAIN)
+                    {
+                        WaitFor(fd, LibC.POLLIN, -1);
+                        continue;
+                    }
+                    throw Failure("recv", errno);
+                }
+            }
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    private int ReceiveManaged(Span<byte> buffer)
+    {
+        try
+        {
+            int n = _socket.Receive(buffer, SocketFlags.None, out SocketError error);
+            if (error != SocketError.Success)
+                throw Failure("recv", SocketErrors.ToErrno(error));
+            return n;
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
+        }
+    }
+
+    public override async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        }
+        catch (SocketException e)
+        {
+            throw new TransportException(SocketErrors.ToErrno(e), "recv: " + e.Message, e);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
+        }
+    }
+
+    public override void Send(ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            int n = TrySend(data);
+            if (n < 0)
+            {
+                SendManaged(data);
+                return;
+            }
+            data = data[n..];
+            if (!data.IsEmpty && n == 0)
+                WaitWritable(-1);
+        }
+    }
+
+    private void SendManaged(ReadOnlySpan<byte> data)
+    {
+        try
+        {
+            while (!data.IsEmpty)
+            {
+                int n = _socket.Send(data, SocketFlags.None, out SocketError error);
+                if (error != SocketError.Success)
+                    throw Failure("send", SocketErrors.ToErrno(error));
+                data = data[n..];
+            }
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
+        }
+    }
+
+    public override async ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (!data.IsEmpty)
+            {
+                int n = await _socket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                data = data[n..];
+            }
+        }
+        catch (SocketException e)
+        {
+            throw new TransportException(SocketErrors.ToErrno(e), "send: " + e.Message, e);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
+        }
+    }
+
+    public override unsafe int TrySend(ReadOnlySpan<byte> data)
+    {
+        if (!UseLibC)
+            return -1;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            int fd = (int)_handle.DangerousGetHandle();
+            fixed (byte* p = data)
+            {
+                while (true)
+                {
+                    nint n = LibC.Send(fd, p, (nuint)data.Length, LibC.MSG_DONTWAIT | LibC.MSG_NOSIGNAL);
+                    if (n >= 0)
+                        return (int)n;
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == Errno.EINTR)
+                        continue;
+                    if (errno == Errno.EAGAIN)
+                        return 0;
+                    throw Failure("send", errno);
+                }
+            }
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// Like <see cref="TrySend(ReadOnlySpan{byte})"/> for two buffers gathered into one <c>sendmsg</c>: a request header and
+    /// its payload go out together without a copy. Returns the bytes sent (0 if it would block) or -1 when
+    /// unsupported.
+    /// </summary>
+    public unsafe int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    {
+        if (!UseLibC)
+            return -1;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            int fd = (int)_handle.DangerousGetHandle();
+            fixed (byte* p1 = first)
+            fixed (byte* p2 = second)
+            {
+                LibC.IoVec* iov = stackalloc LibC.IoVec[2];
+                iov[0] = new LibC.IoVec { Base = p1, Length = (nuint)first.Length };
+                iov[1] = new LibC.IoVec { Base = p2, Length = (nuint)second.Length };
+                LibC.MsgHdr msg = default;
+                msg.Iov = iov;
+                msg.IovLength = 2;
+                while (true)
+                {
+                    nint n = LibC.SendMsg(fd, &msg, LibC.MSG_DONTWAIT | LibC.MSG_NOSIGNAL);
+                    if (n >= 0)
+                        return (int)n;
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == Errno.EINTR)
+                        continue;
+                    if (errno == Errno.EAGAIN)
+                        return 0;
+                    throw Failure("send", errno);
+                }
+            }
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    public override bool WaitReadable(int timeoutMs) => Wait(LibC.POLLIN, SelectMode.SelectRead, timeoutMs);
+
+    public override bool WaitWritable(int timeoutMs) => Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
+
+    private bool Wait(short events, SelectMode mode, int timeoutMs)
+    {
+        if (!UseLibC)
+        {
+            try
+            {
+                return _socket.Poll(timeoutMs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(timeoutMs), mode);
+            }
+            catch (ObjectDisposedException)
+            {
+                return true;
+            }
+        }
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            return WaitFor((int)_handle.DangerousGetHandle(), events, timeoutMs);
+        }
+        catch (ObjectDisposedException)
+        {
+            return true;
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
+    private static unsafe bool WaitFor(int fd, short events, int timeoutMs)
+    {
+        LibC.PollFd pfd = new() { Fd = fd, Events = events };
+        long deadline = timeoutMs < 0 ? 0 : Environment.TickCount64 + timeoutMs;
+        while (true)
+        {
+            int remaining = timeoutMs < 0 ? -1 : (int)Math.Max(0, deadline - Environment.TickCount64);
+            int r = LibC.Poll(&pfd, 1, remaining);
+            if (r > 0)
+                return true;
+            if (r == 0)
+                return false;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != Errno.EINTR)
+                throw Failure("poll", errno);
+        }
+    }
+
+    private static TransportException Failure(string call, int errno) =>
+        new(errno, call + ": " + Errno.Describe(errno));
+
+    public override void ShutdownSend()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (SocketException)
+        {
+            // Already closed by the peer: nothing left to tell it.
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    public override void Abort()
+    {
+        if (Interlocked.Exchange(ref _aborted, 1) != 0)
+            return;
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            Abort();
+            _socket.Dispose();
+        }
+    }
+}
