@@ -127,6 +127,8 @@ public sealed class NbdUri
             case "nbds+ssh": transport = NbdUriTransport.Ssh; tls = true; break;
             default:
                 error = "unknown NBD URI scheme: " + uri[..colon];
+                if (scheme == "localhost")
+                    error += ": to open a local port use \"nbd://localhost\" or \"nbd://localhost:PORT\"";
                 return false;
         }
         if (string.CompareOrdinal(uri, colon, "://", 0, 3) != 0)

@@ -1,0 +1,66 @@
+using Xunit;
+
+namespace NbdSharp.Tests;
+
+public class NbdUriTests
+{
+    [Theory]
+    [InlineData("nbd://example.com/disk", NbdUriTransport.Tcp, false, "example.com", null, "disk")]
+    [InlineData("nbd://example.com:10810/", NbdUriTransport.Tcp, false, "example.com", 10810, "")]
+    [InlineData("nbd://example.com", NbdUriTransport.Tcp, false, "example.com", null, "")]
+    [InlineData("nbd://h//disk", NbdUriTransport.Tcp, false, "h", null, "/disk")]
+    [InlineData("nbd://h/my%20disk", NbdUriTransport.Tcp, false, "h", null, "my disk")]
+    [InlineData("nbds://[::1]:1234/e", NbdUriTransport.Tcp, true, "::1", 1234, "e")]
+    [InlineData("NBD+UNIX:///e?socket=/tmp/s", NbdUriTransport.Unix, false, null, null, "e")]
+    [InlineData("nbd+vsock://1:10809", NbdUriTransport.Vsock, false, "1", 10809, "")]
+    public void Parse_Components(string text, NbdUriTransport transport, bool tls, string? host, int? port, string export)
+    {
+        NbdUri uri = NbdUri.Parse(text);
+        Assert.Equal(transport, uri.Transport);
+        Assert.Equal(tls, uri.Tls);
+        Assert.Equal(host, uri.Host);
+        Assert.Equal(port, uri.Port);
+        Assert.Equal(export, uri.ExportName);
+    }
+
+    [Fact]
+    public void Parse_NbdkitRunFormWithoutSlash()
+    {
+        NbdUri uri = NbdUri.Parse("nbd+unix://?socket=/tmp/nbdkitXXX/socket");
+        Assert.Equal(NbdUriTransport.Unix, uri.Transport);
+        Assert.Equal("/tmp/nbdkitXXX/socket", uri.Socket);
+        Assert.Equal("", uri.ExportName);
+    }
+
+    [Fact]
+    public void Parse_QueryValuesAreDecodedAndUserIsKept()
+    {
+        NbdUri uri = NbdUri.Parse("nbds+unix://alice@/e?socket=/tmp/a%20b&tls-psk-file=/k.psk");
+        Assert.Equal("alice", uri.User);
+        Assert.Equal("/tmp/a b", uri.Socket);
+        Assert.Equal("/k.psk", uri.GetQueryParameter("TLS-PSK-FILE"));
+    }
+
+    [Theory]
+    [InlineData("/tmp/socket", "to open a local socket")]
+    [InlineData("localhost:10809", "to open a local port")]
+    [InlineData("http://example.com/", "unknown NBD URI scheme")]
+    [InlineData("nbd:example.com", "URI must begin with 'nbd://'")]
+    [InlineData("nbd://h:99999/", "invalid port")]
+    [InlineData("nbd://h/%zz", "invalid percent-encoding")]
+    [InlineData("nbd://[::1/", "unterminated IPv6")]
+    public void Parse_BadUris_GiveEinvalNamingTheProblem(string text, string expected)
+    {
+        var e = Assert.Throws<NbdException>(() => NbdUri.Parse(text));
+        Assert.Equal(Errno.EINVAL, e.Errno);
+        Assert.Contains(expected, e.Message, System.StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ToString_RoundTrips()
+    {
+        NbdUri uri = NbdUri.Parse("nbd+unix:///my%20disk?socket=/tmp/s");
+        Assert.Equal("nbd+unix:///my%20disk?socket=/tmp/s", uri.ToString());
+        Assert.Equal("my disk", NbdUri.Parse(uri.ToString()).ExportName);
+    }
+}

@@ -1,0 +1,54 @@
+using System;
+using System.Threading;
+using System.Threading.Tasks;
+using NbdSharp.Testing;
+
+namespace NbdSharp.Tests;
+
+/// <summary>Shortcuts for tests against the scripted server.</summary>
+internal static class Scripted
+{
+    public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(10);
+
+    /// <summary>A server that negotiates <paramref name="export"/> normally, then runs <paramref name="script"/>.</summary>
+    public static ScriptedServer Serve(Func<ScriptedConnection, Task> script, ScriptedExport? export = null) =>
+        ScriptedServer.Start(async connection =>
+        {
+            if (await connection.NegotiateAsync(export ?? new ScriptedExport()))
+                await script(connection);
+        });
+
+    /// <summary>A connected handle (with base:allocation requested) to <paramref name="server"/>.</summary>
+    public static NbdHandle Connect(ScriptedServer server, Action<NbdHandle>? configure = null)
+    {
+        var h = new NbdHandle();
+        h.AddMetaContext(MetaContext.BaseAllocation);
+        configure?.Invoke(h);
+        h.ConnectUri(server.Uri);
+        return h;
+    }
+
+    /// <summary>Runs a blocking call, failing the test if it does not finish within the deadline.</summary>
+    public static T Within<T>(Func<T> action)
+    {
+        Task<T> task = Task.Factory.StartNew(action, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        if (!task.Wait(Deadline))
+            throw new TimeoutException("the call did not complete within " + Deadline);
+        return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Runs a blocking call that must throw an <see cref="NbdException"/> within the deadline.</summary>
+    public static NbdException Fails(Action action) =>
+        Within(() =>
+        {
+            try
+            {
+                action();
+            }
+            catch (NbdException e)
+            {
+                return e;
+            }
+            throw new Xunit.Sdk.XunitException("expected an NbdException, but the call succeeded");
+        });
+}
