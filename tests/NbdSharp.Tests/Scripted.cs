@@ -37,6 +37,10 @@ internal static class Scripted
         return task.GetAwaiter().GetResult();
     }
 
+    /// <summary>Runs blocking code on its own thread, failing the test if it does not finish within the deadline.</summary>
+    public static Task WithinAsync(Action action) =>
+        Task.Factory.StartNew(action, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).WaitAsync(Deadline);
+
     /// <summary>Runs a blocking call that must throw an <see cref="NbdException"/> within the deadline.</summary>
     public static NbdException Fails(Action action) =>
         Within(() =>
