@@ -157,6 +157,7 @@ public sealed unsafe partial class NbdHandle
 
     private static long IssueAio(CommandEngine engine, Command cmd, string call, CompletionCallback? completion, MemoryHandle pin)
     {
+        engine.NoteObserved();
         cmd.Kind = CommandKind.Aio;
         cmd.CallName = call;
         cmd.Completion = completion;
@@ -217,7 +218,7 @@ public sealed unsafe partial class NbdHandle
     public int AioInFlight()
     {
         CheckState("nbd_aio_in_flight", Allowed.Connected | Allowed.Closed | Allowed.Dead);
-        return _engine?.AioInFlight ?? 0;
+        return _engine?.AioInFlight() ?? 0;
     }
 
     /// <summary>

@@ -206,7 +206,7 @@ internal sealed unsafe partial class CommandEngine
                 EndPayload(cmd);
             }
         }
-        Finish(cmd);
+        Complete(cmd);
     }
 
     private void HandleChunk(Command cmd, ushort flags, ushort type, ulong length)
@@ -249,7 +249,7 @@ internal sealed unsafe partial class CommandEngine
             if (cmd.Type == NbdCommand.BlockStatus && cmd.StatusChunks == 0)
                 throw Violation("server reported success for block status without sending any extents");
         }
-        Finish(cmd);
+        Complete(cmd);
     }
 
     private void HandleOffsetData(Command cmd, ulong length)

@@ -55,6 +55,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     [ThreadStatic]
     private static CommandEngine? t_reading;
 
+    [ThreadStatic]
+    private static CommandEngine? t_observedEngine;
+
+    [ThreadStatic]
+    private static long t_observedCompletions;
+
     public CommandEngine(Transport.Transport transport, ConnectionInfo info, DebugLog log)
     {
         _transport = transport;
@@ -270,6 +276,35 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     {
         long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
         long completions = Interlocked.Read(ref _completions);
+        // A command may have completed on another thread (the pump, a synchronous caller) after this thread
+        // last looked: that is progress, and waiting now could wait for a reply that already came.
+        if (t_observedEngine == this && completions != t_observedCompletions)
+        {
+            t_observedCompletions = completions;
+            return 1;
+        }
+        try
+        {
+            return PollCore(timeoutMs, deadline, completions, call);
+        }
+        finally
+        {
+            NoteObserved();
+        }
+    }
+
+    /// <summary>
+    /// Records that the calling thread has looked at completions as of now (aio calls do this before they
+    /// read any state), so that a later <see cref="Poll"/> on this thread knows what counts as news.
+    /// </summary>
+    public void NoteObserved()
+    {
+        t_observedEngine = this;
+        t_observedCompletions = Interlocked.Read(ref _completions);
+    }
+
+    private int PollCore(int timeoutMs, long deadline, long completions, string call)
+    {
         while (true)
         {
             long generation;
@@ -351,7 +386,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
 
     /// <summary>
     /// Gives up the reader role and, if commands still need a reader, hands it on: to a synchronous waiter
-    /// first, then to pollers, then to the pump when Task-based commands or a blocked sender need progress.
+    /// first, otherwise to the pump when Task-based commands or a blocked sender need progress; waiting
+    /// pollers are woken to take it as well.
     /// </summary>
     private void ReleaseReader()
     {
@@ -371,7 +407,9 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                         break;
                     }
                 }
-                pump = next == null && _pollWaiters == 0 && (_asyncInFlight > 0 || _blockedSenders > 0);
+                // Pollers may take the role too, but one may also return on a completion without reading,
+                // so Task-based commands and blocked senders never depend on them.
+                pump = next == null && (_asyncInFlight > 0 || _blockedSenders > 0);
             }
         }
         next?.Signal.Set();
@@ -451,7 +489,11 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
     }
 
-    /// <summary>Completes a command that has left the in-flight table, exactly once.</summary>
+    /// <summary>
+    /// Completes a command exactly once. It leaves the in-flight table only here, in the same locked step that
+    /// makes it done, so a cookie is never in neither place: during an aio completion callback it still
+    /// counts as in flight, as in libnbd.
+    /// </summary>
     private void Complete(Command cmd)
     {
         if (!cmd.TryMarkCompleted())
@@ -460,7 +502,10 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         {
             case CommandKind.Sync:
                 lock (_lock)
+                {
+                    _inFlight.Remove(cmd.Cookie);
                     cmd.Done = true;
+                }
                 cmd.Signal.Set();
                 break;
 
@@ -481,6 +526,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 bool retire = result == 1;
                 lock (_lock)
                 {
+                    _inFlight.Remove(cmd.Cookie);
                     cmd.Done = true;
                     if (!retire)
                     {
@@ -500,6 +546,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 bool abandoned;
                 lock (_lock)
                 {
+                    _inFlight.Remove(cmd.Cookie);
                     cmd.Done = true;
                     _asyncInFlight--;
                     abandoned = cmd.Abandoned;
@@ -511,14 +558,6 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
         Interlocked.Increment(ref _completions);
         PulseProgress();
-    }
-
-    /// <summary>Removes an answered command from the table and completes it.</summary>
-    private void Finish(Command cmd)
-    {
-        lock (_lock)
-            _inFlight.Remove(cmd.Cookie);
-        Complete(cmd);
     }
 
     /// <summary>
@@ -571,7 +610,6 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 return;
             victims = new Command[_inFlight.Count];
             _inFlight.Values.CopyTo(victims, 0);
-            _inFlight.Clear();
             errno = _deadErrno == 0 ? Errno.ENOTCONN : _deadErrno;
             reason = _deadErrno == 0 ? "the connection was closed" : _deadReason;
         }
@@ -588,6 +626,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     /// </summary>
     public bool CommandCompleted(long cookie, string call)
     {
+        NoteObserved();
         Command? cmd;
         lock (_lock)
         {
@@ -621,6 +660,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     /// <summary>The cookie of the oldest completed, unretired aio command; 0 if none yet; EINVAL if none at all.</summary>
     public long PeekCompleted(string call)
     {
+        NoteObserved();
         lock (_lock)
         {
             while (_doneOrder.TryPeek(out ulong cookie))
@@ -635,8 +675,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         throw new NbdException(Errno.EINVAL, NbdException.Format(call, "no commands are in flight", Errno.EINVAL));
     }
 
-    /// <summary>Aio commands in flight, as libnbd counts them (commands of every kind).</summary>
-    public int AioInFlight => InFlightCount;
+    /// <summary>Commands in flight, as libnbd counts them (commands of every kind).</summary>
+    public int AioInFlight()
+    {
+        NoteObserved();
+        return InFlightCount;
+    }
 
     /// <summary>
     /// Sends NBD_CMD_DISC and closes the sending side; no command may be issued afterwards. The server

@@ -34,7 +34,8 @@ internal static class Connectors
         catch (SocketException e)
         {
             socket.Dispose();
-            int errno = SocketErrors.ToErrno(e);
+            // For a Unix socket, .NET reports a missing path (ENOENT) as AddressNotAvailable.
+            int errno = e.SocketErrorCode == SocketError.AddressNotAvailable ? Errno.ENOENT : SocketErrors.ToErrno(e);
             throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
         }
         catch

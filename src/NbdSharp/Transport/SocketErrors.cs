@@ -28,9 +28,9 @@ internal static class SocketErrors
         _ => Errno.EIO,
     };
 
-    /// <summary>The errno of a socket exception: the native code on Linux, otherwise a mapping of the socket error.</summary>
-    public static int ToErrno(SocketException exception) =>
-        System.OperatingSystem.IsLinux() && exception.NativeErrorCode > 0 && exception.NativeErrorCode < 4096
-            ? exception.NativeErrorCode
-            : ToErrno(exception.SocketErrorCode);
+    /// <summary>
+    /// The errno of a socket exception. .NET folds errno into <see cref="SocketError"/> (its NativeErrorCode is
+    /// derived back from that, not the original), so map the socket error.
+    /// </summary>
+    public static int ToErrno(SocketException exception) => ToErrno(exception.SocketErrorCode);
 }

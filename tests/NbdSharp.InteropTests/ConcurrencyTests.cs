@@ -1,0 +1,122 @@
+using System;
+using System.Linq;
+using System.Threading;
+using NbdSharp.Testing;
+using Xunit;
+
+namespace NbdSharp.InteropTests;
+
+/// <summary>Many threads on one handle, in every API form at once; sync calls without the thread pool.</summary>
+[Collection(nameof(ThreadPoolCollection))]
+public class ConcurrencyTests
+{
+    [Fact]
+    public void ManyThreads_SyncAioAndAsyncTogether_OnOneHandle()
+    {
+        using ServerProcess server = Peers.Nbdkit("memory", "64M");
+        using var h = new NbdHandle();
+        h.ConnectUri(server.Uri);
+        const int threads = 12, rounds = 150, block = 16384;
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            try
+            {
+                var random = new Random(t);
+                byte[] data = new byte[block], back = new byte[block];
+                for (int r = 0; r < rounds; r++)
+                {
+                    random.NextBytes(data);
+                    ulong offset = (ulong)((t * rounds) + r) * block;
+                    switch (t % 3)
+                    {
+                        case 0:
+                            h.Pwrite(data, offset);
+                            h.Pread(back, offset);
+                            break;
+                        case 1:
+                            h.PwriteAsync(data, offset).AsTask().GetAwaiter().GetResult();
+                            h.PreadAsync(back, offset).AsTask().GetAwaiter().GetResult();
+                            break;
+                        default:
+                            long w = h.AioPwrite(data, offset);
+                            while (!h.AioCommandCompleted(w))
+                                h.Poll(-1);
+                            long rd = h.AioPread(back, offset);
+                            while (!h.AioCommandCompleted(rd))
+                                h.Poll(-1);
+                            break;
+                    }
+                    if (!data.AsSpan().SequenceEqual(back))
+                        failures.Enqueue($"thread {t} round {r}: data mismatch");
+                }
+            }
+#pragma warning disable CA1031
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                failures.Enqueue($"thread {t}: {e}");
+            }
+        })).ToArray();
+        foreach (Thread worker in workers)
+            worker.Start();
+        foreach (Thread worker in workers)
+            Assert.True(worker.Join(TimeSpan.FromSeconds(60)), "a worker did not finish");
+        Assert.Empty(failures);
+        Assert.Equal(0, h.AioInFlight());
+    }
+
+    [Fact]
+    public void SyncCalls_CompleteWhileTheThreadPoolIsSaturated()
+    {
+        using ServerProcess server = Peers.Nbdkit("memory", "16M");
+        using var h = new NbdHandle();
+        h.ConnectUri(server.Uri);
+        // Start with a Task-based command so the handle's reader thread exists and has been used.
+        h.PreadAsync(new byte[512], 0).AsTask().GetAwaiter().GetResult();
+
+        // Not disposed: queued blockers may only start after the test has finished.
+        var release = new ManualResetEventSlim(false);
+        ThreadPool.GetMinThreads(out int workers, out _);
+        int blockers = Math.Max(workers, ThreadPool.ThreadCount) + 256;
+        int started = 0;
+        for (int i = 0; i < blockers; i++)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(_ =>
+            {
+                Interlocked.Increment(ref started);
+                release.Wait();
+            }, null);
+        }
+        try
+        {
+            bool finished = false;
+            var caller = new Thread(() =>
+            {
+                byte[] data = new byte[4096], back = new byte[4096];
+                for (int i = 0; i < 500; i++)
+                {
+                    data[0] = (byte)i;
+                    h.Pwrite(data, (ulong)i * 4096);
+                    h.Pread(back, (ulong)i * 4096);
+                    Assert.Equal(data[0], back[0]);
+                }
+                h.Flush();
+                finished = true;
+            });
+            caller.Start();
+            Assert.True(caller.Join(TimeSpan.FromSeconds(20)), "sync calls stalled behind the saturated thread pool");
+            Assert.True(finished);
+            Assert.True(ThreadPool.PendingWorkItemCount > 0, $"the pool was not saturated during the test ({Volatile.Read(ref started)} of {blockers} blockers ran)");
+        }
+        finally
+        {
+            release.Set();
+        }
+    }
+}
+
+[CollectionDefinition(nameof(ThreadPoolCollection), DisableParallelization = true)]
+public class ThreadPoolCollection
+{
+}
