@@ -17,6 +17,18 @@ public static class Peers
         return ServerProcess.Start(dir, socket, program, all);
     }
 
+    /// <summary>Starts <c>nbdkit -f -i 127.0.0.1 -p PORT --exit-with-parent ARGS...</c> (TCP on loopback only).</summary>
+    public static ServerProcess NbdkitTcp(int port, params string[] args)
+    {
+        string program = Requires.Program("nbdkit");
+        var dir = new TempDirectory();
+        string pidFile = dir.File("nbdkit.pid");
+        var all = new List<string> { "-f", "-i", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "-P", pidFile, "--exit-with-parent" };
+        all.AddRange(args);
+        return ServerProcess.StartTcp(dir, port, pidFile, program, all);
+    }
+
     /// <summary>Starts qemu-nbd on the image <paramref name="prepare"/> creates in the server's folder.</summary>
     /// <param name="format">raw or qcow2.</param>
     /// <param name="prepare">Creates the image: gets the folder, returns the image path.</param>

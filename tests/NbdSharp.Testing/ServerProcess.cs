@@ -69,6 +69,41 @@ public sealed class ServerProcess : IDisposable
         }
     }
 
+    /// <summary>Starts a server listening on TCP loopback <paramref name="port"/> and waits until it has written its pid file and accepts connections.</summary>
+    internal static ServerProcess StartTcp(TempDirectory dir, int port, string pidFile, string program, IEnumerable<string> args)
+    {
+        var info = new ProcessStartInfo(program)
+        {
+            UseShellExecute = false,
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            WorkingDirectory = dir.Path,
+        };
+        foreach (string arg in args)
+            info.ArgumentList.Add(arg);
+        var process = Process.Start(info) ?? throw new InvalidOperationException("cannot start " + program);
+        var server = new ServerProcess(dir, "", process, process.Id);
+        process.ErrorDataReceived += (_, e) => server.Append(e.Data);
+        process.OutputDataReceived += (_, e) => server.Append(e.Data);
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (server.HasExited)
+            {
+                string errors = server.Stderr;
+                server.Dispose();
+                throw new InvalidOperationException($"{program} exited before listening on port {port}: {errors}");
+            }
+            if (File.Exists(pidFile))
+                return server;
+            Thread.Sleep(10);
+        }
+        server.Dispose();
+        throw new InvalidOperationException($"{program} did not start listening on port {port}");
+    }
+
     /// <summary>Starts <paramref name="program"/> and waits until <paramref name="socket"/> accepts connections.</summary>
     internal static ServerProcess Start(TempDirectory dir, string socket, string program, IEnumerable<string> args,
         string? pidFile = null)

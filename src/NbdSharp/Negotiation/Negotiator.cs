@@ -231,7 +231,9 @@ internal sealed partial class Negotiator
             switch (reply.Type)
             {
                 case OptionReplyType.Info:
-                    HandleInfo(reply.Length);
+                    // An information item too large to keep was skipped; none that we know is that large.
+                    if (!_payloadSkipped)
+                        HandleInfo(reply.Length);
                     continue;
                 case OptionReplyType.Ack:
                     if (Export.TransmissionFlags == 0)
