@@ -167,9 +167,12 @@ public sealed partial class NbdHandle
                 if (negotiator != null)
                     RecordHandshake(negotiator);
             }
+            negotiator?.Dispose();
             transport?.Dispose();
             throw;
         }
+        byte[] leftover = negotiator.Leftover.ToArray();
+        negotiator.Dispose();
 
         NegotiatedExport export = negotiator.Export;
         var contexts = new System.Collections.Generic.Dictionary<uint, string>();
@@ -181,6 +184,7 @@ public sealed partial class NbdHandle
             StructuredReplies = export.StructuredReplies,
             ExtendedHeaders = export.ExtendedHeaders,
             MetaContexts = contexts,
+            Leftover = leftover,
         }, _log);
         bool disposed;
         lock (_stateLock)

@@ -12,6 +12,9 @@ namespace NbdSharp.Tools.Iops;
 /// nbd-iops URI lat SECONDS [BS]             synchronous Pread round trips (QD1)
 /// nbd-iops URI connect COUNT                connect + handshake + shutdown, COUNT times
 /// </code>
+/// Like libnbd 1.18+, NbdSharp asks for extended headers first, which costs a round trip on servers that
+/// refuse them. NBD_IOPS_EXTENDED_HEADERS=0 skips that request, as libnbd before 1.18 (Debian 12's 1.14) does,
+/// for like-for-like handshake comparisons.
 /// </summary>
 internal static class Program
 {
@@ -19,7 +22,25 @@ internal static class Program
     private const ulong MaxOps = 200_000_000;
     private const int MaxSamples = 4_000_000;
 
+    private static readonly bool RequestExtendedHeaders = Environment.GetEnvironmentVariable("NBD_IOPS_EXTENDED_HEADERS") != "0";
+
     private static ulong s_rngState = 0x9E3779B97F4A7C15UL;
+
+    private static NbdHandle Connect(string uri)
+    {
+        var h = new NbdHandle();
+        try
+        {
+            h.SetRequestExtendedHeaders(RequestExtendedHeaders);
+            h.ConnectUri(uri);
+            return h;
+        }
+        catch
+        {
+            h.Dispose();
+            throw;
+        }
+    }
 
     private static int Main(string[] args)
     {
@@ -32,8 +53,7 @@ internal static class Program
             if (mode == "connect")
                 return RunConnect(uri, long.Parse(args[2], CultureInfo.InvariantCulture));
 
-            using var h = new NbdHandle();
-            h.ConnectUri(uri);
+            using NbdHandle h = Connect(uri);
             int result;
             if (mode == "lat")
             {
@@ -184,11 +204,8 @@ internal static class Program
         for (long i = 0; i < count; i++)
         {
             double a = Now();
-            using (var h = new NbdHandle())
-            {
-                h.ConnectUri(uri);
+            using (NbdHandle h = Connect(uri))
                 h.Shutdown();
-            }
             latencies[i] = (Now() - a) * 1e6;
         }
         double elapsed = Now() - t0, sum = 0;

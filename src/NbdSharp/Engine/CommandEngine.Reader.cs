@@ -1,4 +1,5 @@
 using System;
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Generic;
 using System.Globalization;
@@ -23,12 +24,13 @@ internal sealed unsafe partial class CommandEngine
     private const int InitialStatusBufferSize = 4096;
 
     private readonly IReadOnlyDictionary<uint, string> _metaContexts;
-    private readonly byte[] _receiveBuffer = GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
+    /// <summary>Rented from the shared pool (a connection costs no large allocation) and returned on dispose.</summary>
+    private byte[] _receiveBuffer = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
     private int _receiveStart;
     private int _receiveEnd;
-    private byte[] _statusBuffer = new byte[InitialStatusBufferSize];
-    private uint[] _narrowEntries = new uint[128];
-    private NbdExtent[] _wideEntries = new NbdExtent[64];
+    private byte[] _statusBuffer = [];
+    private uint[] _narrowEntries = [];
+    private NbdExtent[] _wideEntries = [];
     private volatile bool _midReply;
     private long _bytesReceived;
     private long _chunksReceived;
@@ -641,7 +643,7 @@ internal sealed unsafe partial class CommandEngine
         while (have < length)
         {
             if (have == _statusBuffer.Length)
-                Array.Resize(ref _statusBuffer, (int)Math.Min(length, (long)_statusBuffer.Length * 2));
+                Array.Resize(ref _statusBuffer, (int)Math.Min(length, Math.Max(InitialStatusBufferSize, (long)_statusBuffer.Length * 2)));
             int take = Math.Min(length - have, _statusBuffer.Length - have);
             fixed (byte* p = &_statusBuffer[have])
                 ReceiveInto(p, (ulong)take);
@@ -651,7 +653,7 @@ internal sealed unsafe partial class CommandEngine
         if (_statusBuffer.Length > 1024 * 1024)
         {
             byte[] big = _statusBuffer;
-            _statusBuffer = new byte[InitialStatusBufferSize];
+            _statusBuffer = [];
             return big.AsSpan(0, length);
         }
         return payload;

@@ -12,8 +12,13 @@ internal sealed unsafe partial class CommandEngine
     private const int SendBufferSize = 64 * 1024;
 
     private readonly Lock _writeLock = new();
-    private readonly byte[] _sendBuffer = GC.AllocateUninitializedArray<byte>(SendBufferSize + RequestHeader.ExtendedSize, pinned: true);
     private readonly SocketTransport? _gatherTransport;
+
+    /// <summary>
+    /// Holds a request header; where the transport cannot gather header and payload into one system call, it is
+    /// rented from the shared pool large enough to copy a small payload behind the header.
+    /// </summary>
+    private byte[] _sendBuffer;
     private int _sending;
     private long _bytesSent;
     private long _chunksSent;

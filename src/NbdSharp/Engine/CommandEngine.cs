@@ -1,4 +1,5 @@
 using System;
+using System.Buffers;
 using System.Collections.Generic;
 using System.Threading;
 using NbdSharp.Diagnostics;
@@ -70,6 +71,11 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         ExtendedHeaders = info.ExtendedHeaders;
         _metaContexts = info.MetaContexts;
         _gatherTransport = transport as SocketTransport;
+        _sendBuffer = _gatherTransport != null
+            ? new byte[RequestHeader.ExtendedSize]
+            : ArrayPool<byte>.Shared.Rent(SendBufferSize + RequestHeader.ExtendedSize);
+        info.Leftover.CopyTo(_receiveBuffer, 0);
+        _receiveEnd = info.Leftover.Length;
     }
 
     public ulong ExportSize { get; }
@@ -758,5 +764,30 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     {
         Close();
         _transport.Dispose();
+        ReturnBuffers();
+    }
+
+    /// <summary>
+    /// Gives the pooled buffers back, unless a thread still holds the reader role (it is being woken by the
+    /// aborted transport): then the garbage collector takes them, as nothing may reuse memory still in use.
+    /// </summary>
+    private void ReturnBuffers()
+    {
+        byte[] receive, send;
+        lock (_lock)
+        {
+            if (_readerActive || _receiveBuffer.Length == 0)
+                return;
+            receive = _receiveBuffer;
+            _receiveBuffer = [];
+        }
+        ArrayPool<byte>.Shared.Return(receive);
+        lock (_writeLock)
+        {
+            send = _sendBuffer;
+            _sendBuffer = new byte[RequestHeader.ExtendedSize];
+        }
+        if (_gatherTransport == null)
+            ArrayPool<byte>.Shared.Return(send);
     }
 }

@@ -9,6 +9,9 @@ internal sealed class ConnectionInfo
     public bool StructuredReplies { get; init; }
     public bool ExtendedHeaders { get; init; }
 
+    /// <summary>Bytes the handshake read past its end (normally none): the start of the first reply.</summary>
+    public byte[] Leftover { get; init; } = [];
+
     /// <summary>Negotiated metadata contexts by id, for naming block status chunks.</summary>
     public IReadOnlyDictionary<uint, string> MetaContexts { get; init; } = new Dictionary<uint, string>();
 }

@@ -14,20 +14,87 @@ internal sealed partial class Negotiator
 {
     private bool _payloadSkipped;
 
-    /// <summary>Sends an option request header; the caller sends its data next.</summary>
-    private ValueTask SendOptionAsync(bool async, NbdOption option, uint length, CancellationToken cancellationToken)
+    /// <summary>Input read ahead from the server: one receive usually brings a whole reply sequence.</summary>
+    private byte[] _input = System.Buffers.ArrayPool<byte>.Shared.Rent(InputBufferSize);
+    private int _inputStart;
+    private int _inputEnd;
+
+    /// <summary>Output gathered until the next flush: a whole option (with the client flags before the first) in one send.</summary>
+    private byte[] _output = System.Buffers.ArrayPool<byte>.Shared.Rent(ReplyBufferSize);
+    private int _outputLength;
+
+    private const int InputBufferSize = 16384;
+
+    /// <summary>
+    /// Bytes the server sent beyond the end of the handshake (normally none), for the engine to read first.
+    /// </summary>
+    public ReadOnlySpan<byte> Leftover => _input.AsSpan(_inputStart, _inputEnd - _inputStart);
+
+    /// <summary>Appends an option request header; the option's data follows with the Put methods.</summary>
+    private void BeginOption(NbdOption option, int length)
     {
-        new OptionRequestHeader(option, length).Write(_buffer);
+        EnsureOutput(OptionRequestHeader.Size + length);
+        new OptionRequestHeader(option, (uint)length).Write(_output.AsSpan(_outputLength));
+        _outputLength += OptionRequestHeader.Size;
         ChunksSent++;
-        return SendAsync(async, OptionRequestHeader.Size, cancellationToken);
     }
 
-    /// <summary>Sends a 4-byte length and the UTF-8 bytes of <paramref name="text"/> (at most 4096 bytes).</summary>
-    private ValueTask SendStringAsync(bool async, string text, CancellationToken cancellationToken)
+    private void PutUInt32(uint value)
     {
-        int length = Encoding.UTF8.GetBytes(text, _buffer.AsSpan(4));
-        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)length);
-        return SendAsync(async, 4 + length, cancellationToken);
+        EnsureOutput(4);
+        BinaryPrimitives.WriteUInt32BigEndian(_output.AsSpan(_outputLength), value);
+        _outputLength += 4;
+    }
+
+    private void PutUInt16(ushort value)
+    {
+        EnsureOutput(2);
+        BinaryPrimitives.WriteUInt16BigEndian(_output.AsSpan(_outputLength), value);
+        _outputLength += 2;
+    }
+
+    /// <summary>Appends the UTF-8 bytes of <paramref name="text"/> with no length.</summary>
+    private void PutBytes(string text)
+    {
+        EnsureOutput(Utf8Length(text));
+        _outputLength += Encoding.UTF8.GetBytes(text, _output.AsSpan(_outputLength));
+    }
+
+    /// <summary>Appends a 4-byte length and the UTF-8 bytes of <paramref name="text"/>.</summary>
+    private void PutString(string text)
+    {
+        PutUInt32((uint)Utf8Length(text));
+        PutBytes(text);
+    }
+
+    /// <summary>Grows the output buffer for what this client is about to send (never for what a server sent).</summary>
+    private void EnsureOutput(int more)
+    {
+        if (_outputLength + more <= _output.Length)
+            return;
+        byte[] bigger = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(_output.Length * 2, _outputLength + more));
+        _output.AsSpan(0, _outputLength).CopyTo(bigger);
+        ReturnToPool(ref _output);
+        _output = bigger;
+    }
+
+    /// <summary>Sends everything gathered so far.</summary>
+    private async ValueTask FlushAsync(bool async, CancellationToken cancellationToken)
+    {
+        int count = _outputLength;
+        _outputLength = 0;
+        try
+        {
+            if (async)
+                await _transport.SendAsync(_output.AsMemory(0, count), cancellationToken).ConfigureAwait(false);
+            else
+                _transport.Send(_output.AsSpan(0, count));
+        }
+        catch (TransportException e)
+        {
+            throw Fail(e.Errno, "handshake: " + e.Message, e);
+        }
+        BytesSent += count;
     }
 
     /// <summary>
@@ -152,54 +219,51 @@ internal sealed partial class Negotiator
 
     private static int Utf8Length(string text) => Encoding.UTF8.GetByteCount(text);
 
-    /// <summary>Sends the first <paramref name="count"/> bytes of the buffer.</summary>
-    private async ValueTask SendAsync(bool async, int count, CancellationToken cancellationToken)
-    {
-        try
-        {
-            if (async)
-                await _transport.SendAsync(_buffer.AsMemory(0, count), cancellationToken).ConfigureAwait(false);
-            else
-                _transport.Send(_buffer.AsSpan(0, count));
-        }
-        catch (TransportException e)
-        {
-            throw Fail(e.Errno, "handshake: " + e.Message, e);
-        }
-        BytesSent += count;
-    }
-
-    /// <summary>Receives exactly <paramref name="count"/> bytes into the start of the buffer.</summary>
+    /// <summary>Makes the next <paramref name="count"/> bytes of the server's stream the start of the message buffer.</summary>
     private async ValueTask ReceiveAsync(bool async, int count, CancellationToken cancellationToken)
     {
-        int have = 0;
-        try
-        {
-            while (have < count)
-            {
-                int received = async
-                    ? await _transport.ReceiveAsync(_buffer.AsMemory(have, count - have), cancellationToken).ConfigureAwait(false)
-                    : _transport.Receive(_buffer.AsSpan(have, count - have));
-                if (received == 0)
-                    throw Fail(Errno.ENOTCONN, "handshake: server disconnected unexpectedly");
-                have += received;
-            }
-        }
-        catch (TransportException e)
-        {
-            throw Fail(e.Errno, "handshake: " + e.Message, e);
-        }
-        BytesReceived += count;
+        await FillAsync(async, count, cancellationToken).ConfigureAwait(false);
+        _input.AsSpan(_inputStart, count).CopyTo(_buffer);
+        _inputStart += count;
     }
 
-    /// <summary>Receives and discards <paramref name="count"/> bytes, a buffer at a time.</summary>
+    /// <summary>Consumes and discards <paramref name="count"/> bytes of the server's stream.</summary>
     private async ValueTask SkipAsync(bool async, uint count, CancellationToken cancellationToken)
     {
         while (count > 0)
         {
             int take = (int)Math.Min(count, (uint)ReplyBufferSize);
-            await ReceiveAsync(async, take, cancellationToken).ConfigureAwait(false);
+            await FillAsync(async, take, cancellationToken).ConfigureAwait(false);
+            _inputStart += take;
             count -= (uint)take;
+        }
+    }
+
+    /// <summary>Reads from the server until at least <paramref name="count"/> bytes are buffered (taking whatever else has arrived).</summary>
+    private async ValueTask FillAsync(bool async, int count, CancellationToken cancellationToken)
+    {
+        if (_inputEnd - _inputStart >= count)
+            return;
+        int buffered = _inputEnd - _inputStart;
+        _input.AsSpan(_inputStart, buffered).CopyTo(_input);
+        _inputStart = 0;
+        _inputEnd = buffered;
+        try
+        {
+            while (_inputEnd < count)
+            {
+                int received = async
+                    ? await _transport.ReceiveAsync(_input.AsMemory(_inputEnd), cancellationToken).ConfigureAwait(false)
+                    : _transport.Receive(_input.AsSpan(_inputEnd));
+                if (received == 0)
+                    throw Fail(Errno.ENOTCONN, "handshake: server disconnected unexpectedly");
+                _inputEnd += received;
+                BytesReceived += received;
+            }
+        }
+        catch (TransportException e)
+        {
+            throw Fail(e.Errno, "handshake: " + e.Message, e);
         }
     }
 

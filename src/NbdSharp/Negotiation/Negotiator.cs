@@ -1,7 +1,6 @@
 using System;
 using System.Buffers.Binary;
 using System.Globalization;
-using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
 using NbdSharp.Diagnostics;
@@ -16,7 +15,7 @@ namespace NbdSharp.Negotiation;
 /// completes synchronously, so one implementation serves <c>ConnectUnix</c> and <c>ConnectUnixAsync</c>.
 /// </summary>
 /// <remarks>Every server length is checked before it is used; no buffer is sized by a number the server sent.</remarks>
-internal sealed partial class Negotiator
+internal sealed partial class Negotiator : IDisposable
 {
     /// <summary>Option replies longer than this are a protocol error (libnbd's bound).</summary>
     private const uint MaxOptionReplyLength = NbdProtocol.MaxRequestSize;
@@ -26,7 +25,8 @@ internal sealed partial class Negotiator
 
     private readonly Transport.Transport _transport;
     private readonly DebugLog _log;
-    private readonly byte[] _buffer = new byte[ReplyBufferSize + 64];
+    /// <summary>Holds the message being parsed (an option reply and its payload, the greeting...).</summary>
+    private byte[] _buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(ReplyBufferSize + 64);
     private readonly string _call;
 
     public Negotiator(Transport.Transport transport, HandshakeSettings settings, DebugLog log, string call)
@@ -38,6 +38,22 @@ internal sealed partial class Negotiator
     }
 
     public HandshakeSettings Settings { get; set; }
+
+    /// <summary>Returns the handshake buffers to the pool; the negotiator is not used afterwards.</summary>
+    public void Dispose()
+    {
+        ReturnToPool(ref _buffer);
+        ReturnToPool(ref _input);
+        ReturnToPool(ref _output);
+    }
+
+    private static void ReturnToPool(ref byte[] buffer)
+    {
+        byte[] rented = buffer;
+        buffer = [];
+        if (rented.Length > 0)
+            System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+    }
 
     public NegotiatedExport Export { get; } = new();
 
@@ -109,15 +125,16 @@ internal sealed partial class Negotiator
         Export.Protocol = (agreed & HandshakeFlag.FixedNewstyle) != 0 ? "newstyle-fixed" : "newstyle";
         Debug("gflags: 0x" + serverFlags.ToString("x", CultureInfo.InvariantCulture));
 
-        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)agreed);
-        await SendAsync(async, 4, cancellationToken).ConfigureAwait(false);
+        // The client flags have no reply: they go out together with the first option.
+        PutUInt32((uint)agreed);
         return true;
     }
 
     /// <summary>NBD_OPT_EXTENDED_HEADERS. Returns whether the server accepted (which implies structured replies).</summary>
     public async ValueTask<bool> ExtendedHeadersAsync(bool async, CancellationToken cancellationToken)
     {
-        await SendOptionAsync(async, NbdOption.ExtendedHeaders, 0, cancellationToken).ConfigureAwait(false);
+        BeginOption(NbdOption.ExtendedHeaders, 0);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
         OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.ExtendedHeaders, cancellationToken).ConfigureAwait(false);
         if (reply.Type == OptionReplyType.Ack)
         {
@@ -134,7 +151,8 @@ internal sealed partial class Negotiator
     /// <summary>NBD_OPT_STRUCTURED_REPLY. Returns whether the server accepted.</summary>
     public async ValueTask<bool> StructuredReplyAsync(bool async, CancellationToken cancellationToken)
     {
-        await SendOptionAsync(async, NbdOption.StructuredReply, 0, cancellationToken).ConfigureAwait(false);
+        BeginOption(NbdOption.StructuredReply, 0);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
         OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.StructuredReply, cancellationToken).ConfigureAwait(false);
         if (reply.Type == OptionReplyType.Ack)
         {
@@ -160,12 +178,12 @@ internal sealed partial class Negotiator
         int length = 4 + Utf8Length(Settings.ExportName) + 4;
         foreach (string query in queries)
             length += 4 + Utf8Length(query);
-        await SendOptionAsync(async, NbdOption.SetMetaContext, (uint)length, cancellationToken).ConfigureAwait(false);
-        await SendStringAsync(async, Settings.ExportName, cancellationToken).ConfigureAwait(false);
-        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)queries.Count);
-        await SendAsync(async, 4, cancellationToken).ConfigureAwait(false);
+        BeginOption(NbdOption.SetMetaContext, length);
+        PutString(Settings.ExportName);
+        PutUInt32((uint)queries.Count);
         foreach (string query in queries)
-            await SendStringAsync(async, query, cancellationToken).ConfigureAwait(false);
+            PutString(query);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
 
         while (true)
         {
@@ -207,23 +225,17 @@ internal sealed partial class Negotiator
         Export.ResetExport();
         int infos = (Settings.RequestBlockSize ? 1 : 0) + (Settings.FullInfo ? 2 : 0);
         int nameLength = Utf8Length(Settings.ExportName);
-        await SendOptionAsync(async, option, (uint)(4 + nameLength + 2 + (2 * infos)), cancellationToken).ConfigureAwait(false);
-        await SendStringAsync(async, Settings.ExportName, cancellationToken).ConfigureAwait(false);
-        int at = 0;
-        BinaryPrimitives.WriteUInt16BigEndian(_buffer, (ushort)infos);
-        at += 2;
+        BeginOption(option, 4 + nameLength + 2 + (2 * infos));
+        PutString(Settings.ExportName);
+        PutUInt16((ushort)infos);
         if (Settings.RequestBlockSize)
-        {
-            BinaryPrimitives.WriteUInt16BigEndian(_buffer.AsSpan(at), (ushort)NbdInfoType.BlockSize);
-            at += 2;
-        }
+            PutUInt16((ushort)NbdInfoType.BlockSize);
         if (Settings.FullInfo)
         {
-            BinaryPrimitives.WriteUInt16BigEndian(_buffer.AsSpan(at), (ushort)NbdInfoType.Name);
-            BinaryPrimitives.WriteUInt16BigEndian(_buffer.AsSpan(at + 2), (ushort)NbdInfoType.Description);
-            at += 4;
+            PutUInt16((ushort)NbdInfoType.Name);
+            PutUInt16((ushort)NbdInfoType.Description);
         }
-        await SendAsync(async, at, cancellationToken).ConfigureAwait(false);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
 
         while (true)
         {
@@ -260,9 +272,9 @@ internal sealed partial class Negotiator
     /// <summary>NBD_OPT_EXPORT_NAME: the old way to enter transmission; the server closes the connection on failure.</summary>
     public async ValueTask ExportNameAsync(bool async, CancellationToken cancellationToken)
     {
-        await SendOptionAsync(async, NbdOption.ExportName, (uint)Utf8Length(Settings.ExportName), cancellationToken).ConfigureAwait(false);
-        int nameLength = Encoding.UTF8.GetBytes(Settings.ExportName, _buffer);
-        await SendAsync(async, nameLength, cancellationToken).ConfigureAwait(false);
+        BeginOption(NbdOption.ExportName, Utf8Length(Settings.ExportName));
+        PutBytes(Settings.ExportName);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
         bool noZeroes = (Export.HandshakeFlags & HandshakeFlag.NoZeroes) != 0;
         int size = noZeroes ? NbdProtocol.ExportNameReplyShortSize : NbdProtocol.ExportNameReplySize;
         try
@@ -285,7 +297,8 @@ internal sealed partial class Negotiator
     {
         try
         {
-            await SendOptionAsync(async, NbdOption.Abort, 0, cancellationToken).ConfigureAwait(false);
+            BeginOption(NbdOption.Abort, 0);
+            await FlushAsync(async, cancellationToken).ConfigureAwait(false);
             _transport.ShutdownSend();
         }
         catch (NbdException)

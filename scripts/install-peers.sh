@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages NbdSharp's demo and tests talk to, if any is missing:
+# nbdkit, qemu-nbd (qemu-utils), nbd-server, and libnbd's own tools and Python binding (the reference).
+set -euo pipefail
+need=()
+command -v nbdkit >/dev/null || need+=(nbdkit)
+command -v qemu-nbd >/dev/null || need+=(qemu-utils)
+command -v nbd-server >/dev/null || [ -x /usr/sbin/nbd-server ] || need+=(nbd-server)
+command -v nbdinfo >/dev/null || need+=(libnbd-bin)
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing: ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the real servers the tests talk to (if missing), builds everything with warnings
+# as errors, checks the library publishes with Native AOT without a warning, runs every test project against real
+# nbdkit, qemu-nbd and nbd-server processes, and ends with the line:
+#   tests: N passed, N failed, N skipped
+# Tests that need a server fail (rather than skip) when CI is set.
+set -uo pipefail
+cd "$(dirname "$0")"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+
+summary() { echo "tests: $1 passed, $2 failed, $3 skipped"; }
+
+scripts/install-peers.sh || { echo "test.sh: could not install the Debian servers" >&2; summary 0 1 0; exit 1; }
+
+if ! dotnet build NbdSharp.slnx -c Release -nologo -v q -clp:ErrorsOnly; then
+  echo "test.sh: build failed" >&2
+  summary 0 1 0
+  exit 1
+fi
+
+# Native AOT keeps the library honest about trimming and reflection: any IL warning fails the build.
+if ! dotnet publish tools/nbd-iops -c Release -r linux-x64 -p:PublishAot=true -nologo -v q -clp:ErrorsOnly \
+     -o artifacts/aot-check >/dev/null; then
+  echo "test.sh: Native AOT publish of nbd-iops failed" >&2
+  summary 0 1 0
+  exit 1
+fi
+
+log=$(mktemp)
+dotnet test NbdSharp.slnx -c Release --no-build --blame-hang-timeout 5m 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+# One summary line per test project: "Passed!  - Failed: F, Passed: P, Skipped: S, Total: T, ..."
+projects=$(find tests -name '*.csproj' -exec grep -l 'Microsoft.NET.Test.Sdk' {} + | wc -l)
+read -r passed failed skipped reported < <(grep -E '^(Passed|Failed)!' "$log" |
+  sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\2 \1 \3/' |
+  awk '{p+=$1; f+=$2; s+=$3; n++} END {print p+0, f+0, s+0, n+0}')
+rm -f "$log"
+if [ "$reported" -lt "$projects" ]; then
+  echo "test.sh: only $reported of $projects test projects reported results (a test host crashed or hung)" >&2
+  failed=$((failed + projects - reported))
+fi
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  failed=1
+fi
+summary "$passed" "$failed" "$skipped"
+[ "$failed" -eq 0 ]
