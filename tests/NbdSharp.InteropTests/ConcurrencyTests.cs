@@ -67,6 +67,42 @@ public class ConcurrencyTests
     }
 
     [Fact]
+    public void AioCallbacks_RunOnThePollingThread_EvenWhenTheSocketFills()
+    {
+        // 64 writes of 256 KiB fill the socket; libnbd runs completion callbacks only inside the calls of the
+        // thread that drives the handle, and code ported from libnbd (like iops.c) relies on that.
+        using ServerProcess server = Peers.Nbdkit("memory", "64M");
+        using var h = new NbdHandle();
+        h.ConnectUri(server.Uri);
+        byte[] data = new byte[256 * 1024];
+        new Random(3).NextBytes(data);
+        int me = Environment.CurrentManagedThreadId;
+        var threads = new System.Collections.Concurrent.ConcurrentBag<int>();
+        int pending = 0;
+        for (int round = 0; round < 4; round++)
+        {
+            for (int i = 0; i < 64; i++)
+            {
+                pending++;
+                h.AioPwrite(data, (ulong)i * (ulong)data.Length, (ref int error) =>
+                {
+                    Assert.Equal(0, error);
+                    threads.Add(Environment.CurrentManagedThreadId);
+                    pending--;
+                    return 1;
+                });
+            }
+            while (pending > 0)
+                h.Poll(-1);
+        }
+        Assert.Equal(256, threads.Count);
+        Assert.All(threads, t => Assert.Equal(me, t));
+        byte[] back = new byte[data.Length];
+        h.Pread(back, 63UL * (ulong)data.Length);
+        Assert.Equal(data, back);
+    }
+
+    [Fact]
     public void SyncCalls_CompleteWhileTheThreadPoolIsSaturated()
     {
         using ServerProcess server = Peers.Nbdkit("memory", "16M");

@@ -68,7 +68,10 @@ internal sealed unsafe partial class CommandEngine
         try
         {
             if (_state == EngineState.Ready && ProcessOne() && _state == EngineState.Ready)
+            {
+                SendDeferred();
                 return true;
+            }
         }
         catch (ProtocolViolation violation)
         {

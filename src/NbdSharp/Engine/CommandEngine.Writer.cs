@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Threading;
 using NbdSharp.Protocol;
 using NbdSharp.Transport;
@@ -26,50 +27,125 @@ internal sealed unsafe partial class CommandEngine
     public long BytesSent => Interlocked.Read(ref _bytesSent);
     public long ChunksSent => Interlocked.Read(ref _chunksSent);
 
-    /// <summary>Writes a command's request (and write payload). A transport failure kills the connection.</summary>
+    [ThreadStatic]
+    private static CommandEngine? t_sending;
+
+    /// <summary>
+    /// Requests issued on a thread that cannot send now without risking a deadlock or splitting another
+    /// request: from a callback while this thread reads or sends. The thread sends them as soon as it is
+    /// between messages (libnbd's queue of commands to issue).
+    /// </summary>
+    private readonly Queue<Command> _deferred = new();
+    private volatile int _deferredCount;
+
+    /// <summary>Sends a command's request, or queues it when this thread is in the middle of reading or sending.</summary>
     private void SendRequest(Command cmd)
     {
-        ulong payloadLength = cmd.Type == NbdCommand.Write ? cmd.Count : 0;
-        var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, cmd.Count);
+        if (t_sending == this || t_reading == this)
+        {
+            lock (_lock)
+            {
+                _deferred.Enqueue(cmd);
+                _deferredCount = _deferred.Count;
+            }
+            return;
+        }
         lock (_writeLock)
         {
-            Interlocked.Increment(ref _sending);
+            t_sending = this;
             try
             {
-                int headerSize = header.Write(_sendBuffer, ExtendedHeaders);
-                if (payloadLength == 0)
-                {
-                    SendAll(_sendBuffer.AsSpan(0, headerSize));
-                }
-                else
-                {
-                    var payload = new ReadOnlySpan<byte>(cmd.Data, (int)payloadLength);
-                    if (_gatherTransport != null)
-                    {
-                        SendGathered(_sendBuffer.AsSpan(0, headerSize), payload);
-                    }
-                    else if (payload.Length <= SendBufferSize)
-                    {
-                        payload.CopyTo(_sendBuffer.AsSpan(headerSize));
-                        SendAll(_sendBuffer.AsSpan(0, headerSize + payload.Length));
-                    }
-                    else
-                    {
-                        SendAll(_sendBuffer.AsSpan(0, headerSize));
-                        SendAll(payload);
-                    }
-                }
-                Interlocked.Increment(ref _chunksSent);
-                Interlocked.Add(ref _bytesSent, headerSize + (long)payloadLength);
-            }
-            catch (TransportException failure)
-            {
-                Break(failure.Errno, failure.Message);
+                WriteRequest(cmd);
+                WriteDeferred();
             }
             finally
             {
-                Interlocked.Decrement(ref _sending);
+                t_sending = null;
             }
+        }
+    }
+
+    /// <summary>
+    /// Sends what callbacks issued; called between messages by whoever reads. Not while this thread is itself
+    /// in the middle of a request (it reads while waiting to send): that sender sends them next.
+    /// </summary>
+    private void SendDeferred()
+    {
+        if (_deferredCount == 0 || t_sending == this)
+            return;
+        lock (_writeLock)
+        {
+            CommandEngine? outer = t_sending;
+            t_sending = this;
+            try
+            {
+                WriteDeferred();
+            }
+            finally
+            {
+                t_sending = outer;
+            }
+        }
+    }
+
+    private void WriteDeferred()
+    {
+        while (true)
+        {
+            Command? next;
+            lock (_lock)
+            {
+                if (!_deferred.TryDequeue(out next))
+                    return;
+                _deferredCount = _deferred.Count;
+            }
+            WriteRequest(next);
+        }
+    }
+
+    /// <summary>Writes one request (and write payload), holding the write lock. A transport failure kills the connection.</summary>
+    private void WriteRequest(Command cmd)
+    {
+        if (_state != EngineState.Ready)
+            return; // The connection died: the command is failed with the rest of those in flight.
+        ulong payloadLength = cmd.Type == NbdCommand.Write ? cmd.Count : 0;
+        var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, cmd.Count);
+        Interlocked.Increment(ref _sending);
+        try
+        {
+            int headerSize = header.Write(_sendBuffer, ExtendedHeaders);
+            if (payloadLength == 0)
+            {
+                SendAll(_sendBuffer.AsSpan(0, headerSize));
+            }
+            else
+            {
+                var payload = new ReadOnlySpan<byte>(cmd.Data, (int)payloadLength);
+                if (_gatherTransport != null)
+                {
+                    SendGathered(_sendBuffer.AsSpan(0, headerSize), payload);
+                }
+                else if (payload.Length <= SendBufferSize)
+                {
+                    payload.CopyTo(_sendBuffer.AsSpan(headerSize));
+                    SendAll(_sendBuffer.AsSpan(0, headerSize + payload.Length));
+                }
+                else
+                {
+                    SendAll(_sendBuffer.AsSpan(0, headerSize));
+                    SendAll(payload);
+                }
+            }
+            Interlocked.Increment(ref _chunksSent);
+            Interlocked.Add(ref _bytesSent, headerSize + (long)payloadLength);
+        }
+        catch (TransportException failure)
+        {
+            Break(failure.Errno, failure.Message);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _sending);
         }
     }
 
@@ -98,8 +174,9 @@ internal sealed unsafe partial class CommandEngine
     }
 
     /// <summary>
-    /// Sends every byte. When the socket is full, makes sure somebody reads replies meanwhile (a server may
-    /// stop reading requests until its replies are read: the deadlock libnbd's PAUSE states avoid).
+    /// Sends every byte. When the socket is full the server may have stopped reading requests until its replies
+    /// are read (the deadlock libnbd's PAUSE states avoid), so a blocked sender reads replies itself while it
+    /// waits, as libnbd does, unless another thread is reading already.
     /// </summary>
     private void SendAll(ReadOnlySpan<byte> data)
     {
@@ -111,22 +188,78 @@ internal sealed unsafe partial class CommandEngine
                 data = data[sent..];
                 continue;
             }
-            bool mayBlockLong = sent == 0 || data.Length > 16 * 1024;
-            if (mayBlockLong)
+            if (sent == 0)
+            {
+                WaitToSend();
+                continue;
+            }
+            // A transport that cannot try a send: keep the reader thread going during a large blocking send.
+            bool large = data.Length > 16 * 1024;
+            if (large)
                 OnSendBlocked();
             try
             {
-                if (sent < 0)
-                {
-                    _transport.Send(data);
-                    return;
-                }
-                _transport.WaitWritable(-1);
+                _transport.Send(data);
             }
             finally
             {
-                if (mayBlockLong)
+                if (large)
                     OnSendUnblocked();
+            }
+            return;
+        }
+    }
+
+    /// <summary>
+    /// The socket is full: until it can take more, read replies if this thread holds (or can take) the reader
+    /// role; otherwise another thread is reading, and waiting is enough. Callbacks that run meanwhile may issue
+    /// commands: they are deferred (<see cref="SendRequest"/>) and sent after the current request.
+    /// </summary>
+    private void WaitToSend()
+    {
+        bool holding = t_reading == this;
+        bool took = false;
+        if (!holding)
+        {
+            lock (_lock)
+            {
+                if (!_readerActive && _inFlight.Count > 0 && _state == EngineState.Ready)
+                {
+                    _readerActive = true;
+                    took = true;
+                }
+            }
+        }
+        if (!holding && !took)
+        {
+            _transport.WaitWritable(-1);
+            return;
+        }
+        if (took)
+            t_reading = this;
+        try
+        {
+            while (true)
+            {
+                if (HasBufferedMessage)
+                {
+                    if (!Step())
+                        return;
+                    continue;
+                }
+                (bool readable, bool writable) = _transport.WaitReadableOrWritable(-1);
+                if (writable || _state != EngineState.Ready)
+                    return;
+                if (readable && !Step())
+                    return;
+            }
+        }
+        finally
+        {
+            if (took)
+            {
+                t_reading = null;
+                ReleaseReader();
             }
         }
     }
@@ -144,15 +277,7 @@ internal sealed unsafe partial class CommandEngine
             }
             if (sent == 0)
             {
-                OnSendBlocked();
-                try
-                {
-                    _transport.WaitWritable(-1);
-                }
-                finally
-                {
-                    OnSendUnblocked();
-                }
+                WaitToSend();
                 continue;
             }
             if (sent < header.Length)

@@ -616,6 +616,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 return;
             victims = new Command[_inFlight.Count];
             _inFlight.Values.CopyTo(victims, 0);
+            _deferred.Clear();
+            _deferredCount = 0;
             errno = _deadErrno == 0 ? Errno.ENOTCONN : _deadErrno;
             reason = _deadErrno == 0 ? "the connection was closed" : _deadReason;
         }

@@ -242,6 +242,40 @@ internal sealed class SocketTransport : Transport
 
     public override bool WaitReadable(int timeoutMs) => Wait(LibC.POLLIN, SelectMode.SelectRead, timeoutMs);
 
+    public override unsafe (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
+    {
+        if (!UseLibC)
+            return (false, WaitWritable(timeoutMs));
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            LibC.PollFd pfd = new() { Fd = (int)_handle.DangerousGetHandle(), Events = LibC.POLLIN | LibC.POLLOUT };
+            while (true)
+            {
+                int r = LibC.Poll(&pfd, 1, timeoutMs);
+                if (r >= 0)
+                {
+                    // An error or hang-up shows up in both directions: the next receive or send reports it.
+                    bool failed = (pfd.REvents & (LibC.POLLERR | LibC.POLLHUP | LibC.POLLNVAL)) != 0;
+                    return ((pfd.REvents & LibC.POLLIN) != 0 || failed, (pfd.REvents & LibC.POLLOUT) != 0 || failed);
+                }
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno != Errno.EINTR)
+                    throw Failure("poll", errno);
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            return (true, true);
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
     public override bool WaitWritable(int timeoutMs) => Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
 
     private bool Wait(short events, SelectMode mode, int timeoutMs)

@@ -40,6 +40,9 @@ internal abstract class Transport : IDisposable
     /// <summary>Waits until a send would make progress, at most <paramref name="timeoutMs"/> milliseconds.</summary>
     public virtual bool WaitWritable(int timeoutMs) => true;
 
+    /// <summary>Waits until a receive or a send would make progress; says which (both false on timeout).</summary>
+    public virtual (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs) => (false, true);
+
     /// <summary>Tells the server nothing more will be sent (half-close).</summary>
     public abstract void ShutdownSend();
 

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# compare-iops.sh - libnbd's iops client (C, libnbd) and NbdSharp's nbd-iops (C#, Native AOT) side by side, on the
+# same nbdkit servers, in one run, interleaved A B A B, reporting medians and the NbdSharp/libnbd ratio.
+#
+# Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N]
+#   --reps N      repetitions of every row per client (default 5)
+#   --secs S      duration of one fixed-duration repetition (default 2)
+#   --connects N  connections per connect repetition (default 1000)
+#
+# Rows (4 KiB blocks): random reads at queue depth 1, 16, 64 (aio + poll loop) on `nbdkit memory 1G` (pre-filled)
+# and `null 1G`; random writes at QD 64; synchronous read latency; connect + handshake + shutdown against
+# `nbdkit -t 1`; and, as BASELINE.md recommends for steadier figures, QD1/QD64/latency with client and server
+# pinned to one CPU. Servers listen on Unix sockets in a private temp dir and are killed on exit.
+# Needs: nbdkit, libnbd-bin (nbdcopy), libnbd-dev, gcc, dotnet, util-linux (taskset).
+set -euo pipefail
+export LC_ALL=C
+REPS=5 SECS=2 CONNECTS=1000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --reps) REPS=$2; shift 2 ;;
+    --secs) SECS=$2; shift 2 ;;
+    --connects) CONNECTS=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare-iops.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+T=$(mktemp -d /tmp/nbdsharp-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+CPU=$(( $(nproc) - 1 ))
+
+echo "building libnbd's iops client and nbd-iops (Native AOT)..." >&2
+gcc -O2 -Wall -o "$T/iops" "$HERE/libnbd-iops/iops.c" -lnbd
+dotnet publish "$ROOT/tools/nbd-iops" -c Release -r linux-x64 -p:PublishAot=true -o "$T/aot" -nologo -v q >/dev/null
+A=("$T/iops")
+B=("$T/aot/nbd-iops")
+
+serve() { # serve NAME [taskset...] -- nbdkit args...
+  local name=$1; shift
+  local pin=()
+  while [ "$1" != "--" ]; do pin+=("$1"); shift; done
+  shift
+  "${pin[@]}" nbdkit -f --exit-with-parent -U "$T/$name.sock" "$@" &
+  PIDS+=($!)
+  for _ in $(seq 200); do [ -S "$T/$name.sock" ] && break; sleep 0.05; done
+}
+uri() { echo "nbd+unix:///?socket=$T/$1.sock"; }
+
+serve m1 -- memory 1G
+serve n1 -- null 1G
+serve c1 -- -t 1 memory 1G
+serve p1 taskset -c "$CPU" -- memory 1G
+serve pc1 taskset -c "$CPU" -- -t 1 memory 1G
+echo "pre-filling the memory exports..." >&2
+nbdcopy -- [ nbdkit pattern 1G ] "$(uri m1)"
+nbdcopy -- [ nbdkit pattern 1G ] "$(uri p1)"
+
+# value KEY LINE: the value of key=value in one output line
+value() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+
+printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp (nbd-iops) | NbdSharp / libnbd |\n|---|---|---:|---:|---:|\n'
+# row LABEL METRIC HIGHER_IS_BETTER ENV -- args... (client args after the URI)
+row() {
+  local label=$1 metric=$2 better=$3 env=$4; shift 5
+  local pin=()
+  if [ "${1:-}" = "pin" ]; then pin=(taskset -c "$CPU"); shift; fi
+  local a=() b=()
+  for _ in $(seq "$REPS"); do
+    a+=("$(value "$metric" "$("${pin[@]}" "${A[@]}" "$@")")")
+    b+=("$(value "$metric" "$(env $env "${pin[@]}" "${B[@]}" "$@")")")
+  done
+  local ma mb
+  ma=$(printf '%s\n' "${a[@]}" | median)
+  mb=$(printf '%s\n' "${b[@]}" | median)
+  local ratio
+  if [ "$better" = high ]; then ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN{printf "%.2fx", b/a}')
+  else ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN{printf "%.2fx", a/b}'); fi
+  printf '| %s | %s | %s | %s | %s |\n' "$label" "$metric" "$ma" "$mb" "$ratio"
+  echo "  $label $metric: libnbd ${a[*]} / nbdsharp ${b[*]}" >&2
+}
+
+row "read QD1, memory"            iops    high "" -- "$(uri m1)" read 1 "$SECS"
+row "read QD16, memory"           iops    high "" -- "$(uri m1)" read 16 "$SECS"
+row "read QD64, memory"           iops    high "" -- "$(uri m1)" read 64 "$SECS"
+row "read QD64, null"             iops    high "" -- "$(uri n1)" read 64 "$SECS"
+row "write QD64, memory"          iops    high "" -- "$(uri m1)" write 64 "$SECS"
+row "sync read latency"           p50_us  low  "" -- "$(uri m1)" lat "$SECS"
+row "sync read latency"           p99_us  low  "" -- "$(uri m1)" lat "$SECS"
+row "read QD1, 1 CPU"             iops    high "" -- pin "$(uri p1)" read 1 "$SECS"
+row "read QD64, 1 CPU"            iops    high "" -- pin "$(uri p1)" read 64 "$SECS"
+row "sync read latency, 1 CPU"    p50_us  low  "" -- pin "$(uri p1)" lat "$SECS"
+row "connect+handshake+shutdown"  per_s   high "" -- "$(uri c1)" connect "$CONNECTS"
+row "connect, no extended-headers round trip (as libnbd < 1.18)" per_s high "NBD_IOPS_EXTENDED_HEADERS=0" -- "$(uri c1)" connect "$CONNECTS"
+row "connect, 1 CPU, no extended-headers round trip" per_s high "NBD_IOPS_EXTENDED_HEADERS=0" -- pin "$(uri pc1)" connect "$CONNECTS"
