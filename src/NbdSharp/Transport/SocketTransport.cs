@@ -43,9 +43,12 @@ internal sealed class SocketTransport : Transport
             int fd = (int)_handle.DangerousGetHandle();
             fixed (byte* p = buffer)
             {
+                // Never block inside recv: wait in poll(2) instead. On Linux a thread woken from poll is placed
+                // better than one woken inside an AF_UNIX recv, which halves QD1 latency on small VMs
+                // (measured: p50 43 us against 70 us; docs/benchmarks.md).
                 while (true)
                 {
-                    nint n = LibC.Recv(fd, p, (nuint)buffer.Length, 0);
+                    nint n = LibC.Recv(fd, p, (nuint)buffer.Length, LibC.MSG_DONTWAIT);
                     if (n >= 0)
                         return (int)n;
                     int errno = Marshal.GetLastPInvokeError();
