@@ -37,7 +37,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     private readonly Queue<Command> _volunteers = new();
     private readonly Stack<Command> _pool = new();
     private readonly object _progressGate = new();
-    private readonly AutoResetEvent _pumpWake = new(false);
+    private readonly object _pumpGate = new();
+    private bool _pumpSignaled;
     private Thread? _pump;
 
     private ulong _lastCookie;
@@ -455,7 +456,16 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 _pump.Start();
             }
         }
-        _pumpWake.Set();
+        SignalPump();
+    }
+
+    private void SignalPump()
+    {
+        lock (_pumpGate)
+        {
+            _pumpSignaled = true;
+            Monitor.Pulse(_pumpGate);
+        }
     }
 
     /// <summary>The dedicated reader: reads while commands that nobody else waits for are in flight.</summary>
@@ -463,7 +473,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     {
         while (true)
         {
-            _pumpWake.WaitOne();
+            lock (_pumpGate)
+            {
+                while (!_pumpSignaled)
+                    Monitor.Wait(_pumpGate);
+                _pumpSignaled = false;
+            }
             while (true)
             {
                 lock (_lock)
@@ -575,7 +590,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         bool failNow;
         lock (_lock)
         {
-            if (_state == EngineState.Dead)
+            // Dead already, or closed cleanly with nothing in flight: nothing left to kill.
+            if (_state != EngineState.Ready)
                 return;
             _state = EngineState.Dead;
             _deadErrno = errno;
@@ -748,18 +764,10 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     /// </summary>
     public void Close()
     {
-        lock (_lock)
-        {
-            if (_state == EngineState.Ready)
-            {
-                _deadErrno = Errno.ENOTCONN;
-                _deadReason = "the handle was closed";
-            }
-        }
         Break(Errno.ENOTCONN, "the handle was closed");
         lock (_lock)
             _disposed = true;
-        _pumpWake.Set();
+        SignalPump();
     }
 
     public void Dispose()

@@ -22,26 +22,15 @@ internal static class Connectors
         {
             throw new NbdException(Errno.ENAMETOOLONG, NbdException.Format(call, "socket name too long: " + path, Errno.ENAMETOOLONG));
         }
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            if (async)
-                await socket.ConnectAsync(endPoint, cancellationToken).ConfigureAwait(false);
-            else
-                socket.Connect(endPoint);
-            return new SocketTransport(socket);
+            return await ConnectAsync(endPoint, ProtocolType.Unspecified, async, cancellationToken).ConfigureAwait(false);
         }
         catch (SocketException e)
         {
-            socket.Dispose();
             // For a Unix socket, .NET reports a missing path (ENOENT) as AddressNotAvailable.
             int errno = e.SocketErrorCode == SocketError.AddressNotAvailable ? Errno.ENOENT : SocketErrors.ToErrno(e);
             throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
         }
     }
 
@@ -76,29 +65,36 @@ internal static class Connectors
         SocketException? last = null;
         foreach (IPAddress address in addresses)
         {
-            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             try
             {
-                var endPoint = new IPEndPoint(address, portNumber);
-                if (async)
-                    await socket.ConnectAsync(endPoint, cancellationToken).ConfigureAwait(false);
-                else
-                    socket.Connect(endPoint);
-                return new SocketTransport(socket);
+                return await ConnectAsync(new IPEndPoint(address, portNumber), ProtocolType.Tcp, async, cancellationToken).ConfigureAwait(false);
             }
             catch (SocketException e)
             {
-                socket.Dispose();
                 last = e;
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
             }
         }
         int errno = SocketErrors.ToErrno(last!);
         throw new NbdException(errno, NbdException.Format(call, "connect: " + host + ":" + port, errno), last);
+    }
+
+    /// <summary>Creates a stream socket and connects it; the socket is closed if connecting fails.</summary>
+    private static async ValueTask<Transport> ConnectAsync(EndPoint endPoint, ProtocolType protocol, bool async, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, protocol);
+        try
+        {
+            if (async)
+                await socket.ConnectAsync(endPoint, cancellationToken).ConfigureAwait(false);
+            else
+                socket.Connect(endPoint);
+            return new SocketTransport(socket);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 
     private static int ParsePort(string port, string call)

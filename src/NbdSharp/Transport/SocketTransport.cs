@@ -159,46 +159,12 @@ internal sealed class SocketTransport : Transport
         }
     }
 
-    public override unsafe int TrySend(ReadOnlySpan<byte> data)
-    {
-        if (!UseLibC)
-            return -1;
-        bool added = false;
-        try
-        {
-            _handle.DangerousAddRef(ref added);
-            int fd = (int)_handle.DangerousGetHandle();
-            fixed (byte* p = data)
-            {
-                while (true)
-                {
-                    nint n = LibC.Send(fd, p, (nuint)data.Length, LibC.MSG_DONTWAIT | LibC.MSG_NOSIGNAL);
-                    if (n >= 0)
-                        return (int)n;
-                    int errno = Marshal.GetLastPInvokeError();
-                    if (errno == Errno.EINTR)
-                        continue;
-                    if (errno == Errno.EAGAIN)
-                        return 0;
-                    throw Failure("send", errno);
-                }
-            }
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
-        }
-        finally
-        {
-            if (added)
-                _handle.DangerousRelease();
-        }
-    }
+    public override int TrySend(ReadOnlySpan<byte> data) => TrySend(data, default);
 
     /// <summary>
-    /// Like <see cref="TrySend(ReadOnlySpan{byte})"/> for two buffers gathered into one <c>sendmsg</c>: a request header and
-    /// its payload go out together without a copy. Returns the bytes sent (0 if it would block) or -1 when
-    /// unsupported.
+    /// Sends what the socket takes without blocking from two buffers gathered into one <c>sendmsg</c> (a request
+    /// header and its payload go out together without a copy). Returns the bytes sent (0 if it would block) or
+    /// -1 when unsupported.
     /// </summary>
     public unsafe int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
     {
