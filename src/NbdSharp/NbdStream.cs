@@ -236,14 +236,11 @@ public sealed class NbdStream : Stream
     /// <summary>Reads what the aligned blocks around [at, at+count) hold; returns how much of the request it served.</summary>
     private int ReadUnaligned(Span<byte> destination, long at)
     {
-        long start = at / _minimum * _minimum;
-        int skip = (int)(at - start);
-        int span = RoundUp(skip + destination.Length);
+        (long start, int skip, int span, int n) = Window(at, destination.Length);
         byte[] bounce = ArrayPool<byte>.Shared.Rent(span);
         try
         {
             _handle.Pread(bounce.AsSpan(0, span), (ulong)start);
-            int n = Math.Min(destination.Length, span - skip);
             bounce.AsSpan(skip, n).CopyTo(destination);
             return n;
         }
@@ -253,17 +250,14 @@ public sealed class NbdStream : Stream
         }
     }
 
-    /// <summary>Read-modify-write of the aligned blocks around [at, at+count).</summary>
+    /// <summary>Read-modify-write of the aligned blocks around [at, at+count); returns how much of the request it served.</summary>
     private int WriteUnaligned(ReadOnlySpan<byte> source, long at)
     {
-        long start = at / _minimum * _minimum;
-        int skip = (int)(at - start);
-        int span = RoundUp(skip + source.Length);
+        (long start, int skip, int span, int n) = Window(at, source.Length);
         byte[] bounce = ArrayPool<byte>.Shared.Rent(span);
         try
         {
             _handle.Pread(bounce.AsSpan(0, span), (ulong)start);
-            int n = Math.Min(source.Length, span - skip);
             source[..n].CopyTo(bounce.AsSpan(skip));
             _handle.Pwrite(bounce.AsSpan(0, span), (ulong)start);
             return n;
@@ -272,6 +266,15 @@ public sealed class NbdStream : Stream
         {
             ArrayPool<byte>.Shared.Return(bounce);
         }
+    }
+
+    /// <summary>The aligned blocks around [at, at+length): their start and size, where the range starts in them, and how much of it they hold.</summary>
+    private (long Start, int Skip, int Span, int Count) Window(long at, int length)
+    {
+        long start = at / _minimum * _minimum;
+        int skip = (int)(at - start);
+        int span = RoundUp(skip + length);
+        return (start, skip, span, Math.Min(length, span - skip));
     }
 
     private int RoundUp(int length) => (length + _minimum - 1) / _minimum * _minimum;

@@ -103,36 +103,15 @@ public class HostileServerTests
     [Fact]
     public async Task WrongReplyMagic_KillsConnection()
     {
-        await using var server = Scripted.Serve(async c =>
-        {
-            await c.ReadRequestAsync();
-            await c.WriteAsync(new byte[16]);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Equal(Errno.EPROTO, e.Errno);
+        NbdException e = await Scripted.BadReplyKillsAsync((c, _) => c.WriteAsync(new byte[16]),
+            h => h.Pread(new byte[512], 0), "invalid or unexpected reply magic 0x00000000");
         Assert.IsType<NbdProtocolException>(e);
-        Assert.Contains("invalid or unexpected reply magic 0x00000000", e.Message, StringComparison.Ordinal);
-        Assert.True(h.AioIsDead());
-        NbdException after = Assert.Throws<NbdException>(() => h.Pread(new byte[512], 0));
-        Assert.Equal(Errno.EINVAL, after.Errno);
     }
 
     [Fact]
-    public async Task UnknownCookie_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendNoneChunkAsync(request with { Cookie = request.Cookie + 1000 });
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Flush());
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("matches no command in flight", e.Message, StringComparison.Ordinal);
-    }
+    public Task UnknownCookie_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendNoneChunkAsync(r with { Cookie = r.Cookie + 1000 }),
+            h => h.Flush(), "matches no command in flight");
 
     [Fact]
     public async Task DisconnectInTheMiddleOfAPayload_FailsWithEnotconn()
@@ -156,18 +135,20 @@ public class HostileServerTests
     [Fact]
     public async Task ChunkLengthNear4GiB_KillsConnectionWithoutAllocating()
     {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendChunkAsync(request.Cookie, 1, 1, new byte[8], claimedLength: 0xFFFFFFF0);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("invalid server reply length 4294967280", e.Message, StringComparison.Ordinal);
+        long allocated = 0;
+        await Scripted.BadReplyKillsAsync((c, r) => c.SendChunkAsync(r.Cookie, 1, 1, new byte[8], claimedLength: 0xFFFFFFF0),
+            h =>
+            {
+                long before = GC.GetTotalAllocatedBytes(precise: true);
+                try
+                {
+                    h.Pread(new byte[512], 0);
+                }
+                finally
+                {
+                    allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+                }
+            }, "invalid server reply length 4294967280");
         Assert.True(allocated < 1024 * 1024, $"allocated {allocated} bytes");
     }
 
@@ -192,94 +173,39 @@ public class HostileServerTests
     }
 
     [Fact]
-    public async Task MoreDataThanRequested_KillsConnection()
+    public Task MoreDataThanRequested_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendDataChunkAsync(r, r.Offset, new byte[r.Length + 1], done: true),
+            h => h.Pread(new byte[512], 1024), "out of bounds");
+
+    [Fact]
+    public Task ErrorChunkWithMessageLongerThanTheChunk_KillsConnection()
     {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendDataChunkAsync(request, request.Offset, new byte[request.Length + 1], done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 1024));
-        Assert.Equal(Errno.EPROTO, e.Errno);
+        byte[] payload = new byte[10];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, 5);
+        BinaryPrimitives.WriteUInt16BigEndian(payload.AsSpan(4), 200);
+        return Scripted.BadReplyKillsAsync((c, r) => c.SendChunkAsync(r.Cookie, 1, 0x8001, payload),
+            h => h.Pread(new byte[512], 0), "error message length 200 too large");
     }
 
     [Fact]
-    public async Task ErrorChunkWithMessageLongerThanTheChunk_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            byte[] payload = new byte[10];
-            BinaryPrimitives.WriteUInt32BigEndian(payload, 5);
-            BinaryPrimitives.WriteUInt16BigEndian(payload.AsSpan(4), 200);
-            await c.SendChunkAsync(request.Cookie, 1, 0x8001, payload);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("error message length 200 too large", e.Message, StringComparison.Ordinal);
-    }
+    public Task ErrorChunkWithErrorZero_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendErrorChunkAsync(r, 0, "", done: true),
+            h => h.Pread(new byte[512], 0), "error value 0");
 
     [Fact]
-    public async Task ErrorChunkWithErrorZero_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendErrorChunkAsync(request, 0, "", done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Equal(Errno.EPROTO, e.Errno);
-    }
+    public Task BlockStatusChunkForARead_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendBlockStatusAsync(r, 1, new[] { (512UL, 0UL) }, done: true),
+            h => h.Pread(new byte[512], 0), "block status chunk in reply to a read");
 
     [Fact]
-    public async Task BlockStatusChunkForARead_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendBlockStatusAsync(request, 1, new[] { (512UL, 0UL) }, done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("block status chunk in reply to a read", e.Message, StringComparison.Ordinal);
-    }
+    public Task DataChunkForAFlush_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendDataChunkAsync(r, 0, new byte[16], done: true),
+            h => h.Flush(), "data chunk in reply to a flush");
 
     [Fact]
-    public async Task DataChunkForAFlush_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendDataChunkAsync(request, 0, new byte[16], done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Flush());
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("data chunk in reply to a flush", e.Message, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task UnknownNonErrorChunkType_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendChunkAsync(request.Cookie, 1, 11, new byte[4]);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Contains("unknown structured reply type 11", e.Message, StringComparison.Ordinal);
-    }
+    public Task UnknownNonErrorChunkType_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendChunkAsync(r.Cookie, 1, 11, new byte[4]),
+            h => h.Pread(new byte[512], 0), "unknown structured reply type 11");
 
     [Fact]
     public async Task ChunkAfterDone_KillsConnectionOnTheNextRead()
@@ -305,68 +231,32 @@ public class HostileServerTests
     }
 
     [Fact]
-    public async Task SuccessWithoutAllTheData_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendDataChunkAsync(request, request.Offset, new byte[request.Length / 2], done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("without sending all of the data", e.Message, StringComparison.Ordinal);
-    }
+    public Task SuccessWithoutAllTheData_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendDataChunkAsync(r, r.Offset, new byte[r.Length / 2], done: true),
+            h => h.Pread(new byte[512], 0), "without sending all of the data");
 
     [Fact]
     public async Task ZeroLengthExtent_FailsBlockStatus()
     {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendBlockStatusAsync(request, 1, new[] { (0UL, 0UL) }, done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
         int calls = 0;
-        NbdException e = Scripted.Fails(() => h.BlockStatus(65536, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) =>
-        {
-            calls++;
-            return 0;
-        }));
-        Assert.Equal(Errno.EPROTO, e.Errno);
-        Assert.Contains("zero-length extent", e.Message, StringComparison.Ordinal);
+        await Scripted.BadReplyKillsAsync((c, r) => c.SendBlockStatusAsync(r, 1, new[] { (0UL, 0UL) }, done: true),
+            h => h.BlockStatus(65536, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) =>
+            {
+                calls++;
+                return 0;
+            }), "zero-length extent");
         Assert.Equal(0, calls);
     }
 
     [Fact]
-    public async Task ExtentPastTheEndOfTheExport_FailsBlockStatus()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendBlockStatusAsync(request, 1, new[] { (1024UL * 1024, 0UL), (4096UL, 3UL) }, done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.BlockStatus(65536, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0));
-        Assert.Contains("past the end of the export", e.Message, StringComparison.Ordinal);
-    }
+    public Task ExtentPastTheEndOfTheExport_FailsBlockStatus() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendBlockStatusAsync(r, 1, new[] { (1024UL * 1024, 0UL), (4096UL, 3UL) }, done: true),
+            h => h.BlockStatus(65536, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0), "past the end of the export");
 
     [Fact]
-    public async Task BlockStatusForAnUnnegotiatedContext_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async c =>
-        {
-            ScriptedRequest request = await c.ReadRequestAsync();
-            await c.SendBlockStatusAsync(request, 99, new[] { (4096UL, 0UL) }, done: true);
-            await c.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.BlockStatus(4096, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0));
-        Assert.Contains("context id 99", e.Message, StringComparison.Ordinal);
-    }
+    public Task BlockStatusForAnUnnegotiatedContext_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendBlockStatusAsync(r, 99, new[] { (4096UL, 0UL) }, done: true),
+            h => h.BlockStatus(4096, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0), "context id 99");
 
     [Theory]
     [InlineData(1)]

@@ -41,6 +41,28 @@ internal static class Scripted
     public static Task WithinAsync(Action action) =>
         Task.Factory.StartNew(action, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).WaitAsync(Deadline);
 
+    /// <summary>
+    /// The common shape of a misbehaviour test: the server negotiates normally, answers the first request
+    /// with <paramref name="reply"/> and then only listens; <paramref name="command"/> must fail within the
+    /// deadline, with the connection dead (EPROTO unless <paramref name="errno"/> says otherwise) and a message
+    /// containing <paramref name="expected"/>.
+    /// </summary>
+    public static async Task<NbdException> BadReplyKillsAsync(Func<ScriptedConnection, ScriptedRequest, Task> reply,
+        Action<NbdHandle> command, string expected, int errno = Errno.EPROTO, ScriptedExport? export = null)
+    {
+        await using ScriptedServer server = Serve(async c =>
+        {
+            await reply(c, await c.ReadRequestAsync());
+            await c.DrainAsync();
+        }, export);
+        using NbdHandle h = Connect(server);
+        NbdException e = Fails(() => command(h));
+        Xunit.Assert.Equal(errno, e.Errno);
+        Xunit.Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+        Xunit.Assert.True(h.AioIsDead(), "the connection should be dead");
+        return e;
+    }
+
     /// <summary>Runs a blocking call that must throw an <see cref="NbdException"/> within the deadline.</summary>
     public static NbdException Fails(Action action) =>
         Within(() =>

@@ -119,36 +119,27 @@ public class StructuredReplyTests
     }
 
     [Fact]
-    public async Task DfWithTwoChunks_KillsConnection()
-    {
-        var export = new ScriptedExport { Flags = 0x0001 | 0x0080 };
-        await using var server = Scripted.Serve(async conn =>
-        {
-            ScriptedRequest r = await conn.ReadRequestAsync();
-            await conn.SendDataChunkAsync(r, r.Offset, new byte[256], done: false);
-            await conn.SendDataChunkAsync(r, r.Offset + 256, new byte[256], done: true);
-            await conn.DrainAsync();
-        }, export);
-        using NbdHandle h = Scripted.Connect(server);
-        Assert.True(h.CanDf());
-        NbdException e = Scripted.Fails(() => h.PreadStructured(new byte[512], 0, (ReadOnlySpan<byte> _, ulong _, uint _, ref int _) => 0, CmdFlag.Df));
-        Assert.Contains("more than one chunk for a read with the DF flag", e.Message, StringComparison.Ordinal);
-    }
+    public Task DfWithTwoChunks_KillsConnection() =>
+        Scripted.BadReplyKillsAsync(async (c, r) =>
+            {
+                await c.SendDataChunkAsync(r, r.Offset, new byte[256], done: false);
+                await c.SendDataChunkAsync(r, r.Offset + 256, new byte[256], done: true);
+            },
+            h =>
+            {
+                Assert.True(h.CanDf());
+                h.PreadStructured(new byte[512], 0, (ReadOnlySpan<byte> _, ulong _, uint _, ref int _) => 0, CmdFlag.Df);
+            },
+            "more than one chunk for a read with the DF flag", export: new ScriptedExport { Flags = 0x0001 | 0x0080 });
 
     [Fact]
-    public async Task OverlappingChunks_KillConnection()
-    {
-        await using var server = Scripted.Serve(async conn =>
-        {
-            ScriptedRequest r = await conn.ReadRequestAsync();
-            await conn.SendDataChunkAsync(r, r.Offset, new byte[300], done: false);
-            await conn.SendDataChunkAsync(r, r.Offset + 200, new byte[312], done: true);
-            await conn.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Contains("overlapping data it already sent", e.Message, StringComparison.Ordinal);
-    }
+    public Task OverlappingChunks_KillConnection() =>
+        Scripted.BadReplyKillsAsync(async (c, r) =>
+            {
+                await c.SendDataChunkAsync(r, r.Offset, new byte[300], done: false);
+                await c.SendDataChunkAsync(r, r.Offset + 200, new byte[312], done: true);
+            },
+            h => h.Pread(new byte[512], 0), "overlapping data it already sent");
 
     [Fact]
     public async Task FailedRead_LeavesTheBufferZeroed_NotStale()
@@ -191,32 +182,14 @@ public class StructuredReplyTests
     }
 
     [Fact]
-    public async Task SimpleReplyToAReadAfterStructuredReplies_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async conn =>
-        {
-            ScriptedRequest r = await conn.ReadRequestAsync();
-            await conn.SendSimpleReplyAsync(r.Cookie, 0, new byte[r.Length]);
-            await conn.DrainAsync();
-        });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Pread(new byte[512], 0));
-        Assert.Contains("simple reply to a read", e.Message, StringComparison.Ordinal);
-    }
+    public Task SimpleReplyToAReadAfterStructuredReplies_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendSimpleReplyAsync(r.Cookie, 0, new byte[r.Length]),
+            h => h.Pread(new byte[512], 0), "simple reply to a read");
 
     [Fact]
-    public async Task StructuredReplyWithoutNegotiation_KillsConnection()
-    {
-        await using var server = Scripted.Serve(async conn =>
-        {
-            ScriptedRequest r = await conn.ReadRequestAsync();
-            await conn.SendNoneChunkAsync(r);
-            await conn.DrainAsync();
-        }, new ScriptedExport { StructuredReplies = false });
-        using NbdHandle h = Scripted.Connect(server);
-        NbdException e = Scripted.Fails(() => h.Flush());
-        Assert.Contains("structured reply, which was not negotiated", e.Message, StringComparison.Ordinal);
-    }
+    public Task StructuredReplyWithoutNegotiation_KillsConnection() =>
+        Scripted.BadReplyKillsAsync((c, r) => c.SendNoneChunkAsync(r),
+            h => h.Flush(), "structured reply, which was not negotiated", export: new ScriptedExport { StructuredReplies = false });
 
     [Fact]
     public async Task BlockStatus_SeveralContexts_EachCallbackOnce()
