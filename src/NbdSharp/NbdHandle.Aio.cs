@@ -232,6 +232,9 @@ public sealed unsafe partial class NbdHandle
     {
         const string call = "nbd_poll";
         ObjectDisposedException.ThrowIf(_disposed, this);
+        PendingOperation? pending = _pending;
+        if (pending != null)
+            return PollPending(pending, timeout);
         CommandEngine? engine = _engine;
         if (engine == null)
             Throw(call, Errno.EINVAL, "nothing to poll for in state " + StateName(CurrentState));
@@ -265,6 +268,11 @@ public sealed unsafe partial class NbdHandle
         CheckState(call, Allowed.Negotiating | Allowed.Connected);
         if ((flags & ~ShutdownFlag.Mask) != 0)
             Throw(call, Errno.EINVAL, "flags: invalid value for flag: 0x" + ((uint)flags).ToString("x", System.Globalization.CultureInfo.InvariantCulture));
+        if (CurrentState == HandleState.Negotiating)
+        {
+            OptAbort();
+            return;
+        }
         CommandEngine engine = _engine!;
         if (engine.IsReadingOnCurrentThread)
             Throw(call, Errno.EDEADLK, "cannot make a blocking call on a handle from inside one of its own callbacks");

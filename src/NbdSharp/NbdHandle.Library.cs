@@ -23,6 +23,34 @@ public sealed partial class NbdHandle
         return version == null ? "0.0.0" : version.ToString(3);
     }
 
+    /// <summary>Extra packaging information about this build (<c>nbd_get_version_extra</c>): "" for NbdSharp.</summary>
+    /// <returns>"".</returns>
+    public static string GetVersionExtra() => "";
+
+    /// <summary>Whether this platform can use AF_VSOCK (<c>nbd_supports_vsock</c>): true on Linux when the kernel has vsock.</summary>
+    /// <returns>The capability.</returns>
+    public static bool SupportsVsock() => Transport.Connectors.VsockAvailable();
+
+    /// <summary>
+    /// Whether <paramref name="uri"/> looks like an NBD URI rather than, say, a file name (<c>nbd_is_uri</c>): it starts
+    /// with one of the NBD schemes. A heuristic: it does not mean <see cref="ConnectUri(string)"/> would accept it.
+    /// </summary>
+    /// <param name="uri">The string to test.</param>
+    /// <returns>Whether it starts with nbd://, nbds://, nbd+unix://, ...</returns>
+    public static bool IsUri(string uri)
+    {
+        ArgumentNullException.ThrowIfNull(uri);
+        foreach (string prefix in UriPrefixes)
+        {
+            if (uri.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+                return true;
+        }
+        return false;
+    }
+
+    private static readonly string[] UriPrefixes =
+        ["nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://", "nbd+ssh://", "nbds+ssh://"];
+
     /// <summary>Whether URIs are supported (<c>nbd_supports_uri</c>): always true.</summary>
     /// <returns>True.</returns>
     public static bool SupportsUri() => true;

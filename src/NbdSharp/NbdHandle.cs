@@ -148,6 +148,7 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
     {
         CommandEngine? engine;
         Transport.Transport? transport;
+        Negotiation.Negotiator? negotiator;
         lock (_stateLock)
         {
             if (_disposed)
@@ -156,6 +157,17 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
             engine = _engine;
             transport = _connectingTransport;
             _connectingTransport = null;
+            negotiator = _negotiator;
+            _negotiator = null;
+        }
+        AbandonPending();
+        if (negotiator != null)
+        {
+            // Leaving negotiation politely, as libnbd's close does not (it just closes): NBD_OPT_ABORT.
+            if (CurrentState == HandleState.Negotiating)
+                SyncPath.Wait(negotiator.AbortAsync(async: false, System.Threading.CancellationToken.None));
+            negotiator.Transport.Dispose();
+            negotiator.Dispose();
         }
         if (engine != null)
         {
@@ -173,7 +185,12 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
             engine.Dispose();
         }
         transport?.Dispose();
+        // Socket activation children run until told; a command child ends when its connection closes.
+        _child?.Reap(ChildGrace, _child.TerminateOnClose);
     }
+
+    /// <summary>How long a closing handle waits for its child server to exit before terminating it.</summary>
+    private static readonly TimeSpan ChildGrace = TimeSpan.FromSeconds(5);
 
     /// <inheritdoc cref="Dispose"/>
     /// <returns>A completed task.</returns>

@@ -16,4 +16,11 @@ internal static class SyncPath
             throw new InvalidOperationException("internal error: a synchronous path did not complete synchronously");
         task.GetAwaiter().GetResult();
     }
+
+    public static T Result<T>(ValueTask<T> task)
+    {
+        if (!task.IsCompleted)
+            throw new InvalidOperationException("internal error: a synchronous path did not complete synchronously");
+        return task.GetAwaiter().GetResult();
+    }
 }

@@ -118,6 +118,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
     }
 
+    /// <summary>The transport, for callers that wait on its file descriptor.</summary>
+    public Transport.Transport TransportForPolling => _transport;
+
+    /// <summary>Roughly the bytes this engine holds (buffers, pooled commands).</summary>
+    public long ApproximateSize => _receiveBuffer.Length + _sendBuffer.Length + _statusBuffer.Length + (_pool.Count * 256L);
+
     /// <summary>Whether the current thread is reading for this engine (inside one of its callbacks).</summary>
     public bool IsReadingOnCurrentThread => t_reading == this;
 

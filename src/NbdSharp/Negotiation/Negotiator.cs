@@ -25,9 +25,9 @@ internal sealed partial class Negotiator : IDisposable
 
     private readonly Transport.Transport _transport;
     private readonly DebugLog _log;
+    private string _call;
     /// <summary>Holds the message being parsed (an option reply and its payload, the greeting...).</summary>
     private byte[] _buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(ReplyBufferSize + 64);
-    private readonly string _call;
 
     public Negotiator(Transport.Transport transport, HandshakeSettings settings, DebugLog log, string call)
     {
@@ -38,6 +38,16 @@ internal sealed partial class Negotiator : IDisposable
     }
 
     public HandshakeSettings Settings { get; set; }
+
+    /// <summary>The libnbd call messages are attributed to (the connect call, then each opt call).</summary>
+    public string Call
+    {
+        get => _call;
+        set => _call = value;
+    }
+
+    /// <summary>The transport the handshake runs on (handed to the engine afterwards).</summary>
+    public Transport.Transport Transport => _transport;
 
     /// <summary>Returns the handshake buffers to the pool; the negotiator is not used afterwards.</summary>
     public void Dispose()
@@ -65,18 +75,22 @@ internal sealed partial class Negotiator : IDisposable
     private bool FixedNewstyle => (Export.HandshakeFlags & HandshakeFlag.FixedNewstyle) != 0;
 
     /// <summary>
-    /// The whole handshake of a normal connect: reads the greeting and negotiates up to the transmission
-    /// phase. Throws <see cref="NbdException"/> if the server cannot give us the export.
+    /// The handshake of a connect: reads the greeting and negotiates up to the transmission phase, or, in opt
+    /// mode, up to the point where libnbd pauses (after TLS, extended headers and structured replies). Returns
+    /// true when the handle should wait in the negotiating state. Throws <see cref="NbdException"/> if the server
+    /// cannot give us the export.
     /// </summary>
-    public async ValueTask RunAsync(bool async, CancellationToken cancellationToken)
+    public async ValueTask<bool> RunAsync(bool async, bool optMode, CancellationToken cancellationToken)
     {
         bool newstyle = await GreetingAsync(async, cancellationToken).ConfigureAwait(false);
         if (!newstyle)
-            return;
+            return false;
         if (!FixedNewstyle)
         {
+            if (optMode)
+                return true;
             await ExportNameAsync(async, cancellationToken).ConfigureAwait(false);
-            return;
+            return false;
         }
         if (Settings.Tls != TlsMode.Disable)
             throw Fail(Errno.ENOTSUP, "handshake: TLS is not supported by this build of NbdSharp yet");
@@ -84,8 +98,14 @@ internal sealed partial class Negotiator : IDisposable
             await ExtendedHeadersAsync(async, cancellationToken).ConfigureAwait(false);
         if (Settings.RequestStructuredReplies && !Export.StructuredReplies)
             await StructuredReplyAsync(async, cancellationToken).ConfigureAwait(false);
-        await GoAsync(async, NbdOption.Go, cancellationToken).ConfigureAwait(false);
+        if (optMode)
+            return true;
+        await GoAsync(async, NbdOption.Go, abortOnFailure: true, cancellationToken).ConfigureAwait(false);
+        return false;
     }
+
+    /// <summary>Whether the server speaks fixed newstyle (needed for every option but NBD_OPT_EXPORT_NAME).</summary>
+    public bool IsFixedNewstyle => FixedNewstyle;
 
     /// <summary>
     /// Reads the greeting. For oldstyle, reads the rest of the oldstyle header and returns false (the
@@ -175,14 +195,7 @@ internal sealed partial class Negotiator : IDisposable
     {
         Export.MetaContexts.Clear();
         Export.MetaValid = false;
-        int length = 4 + Utf8Length(Settings.ExportName) + 4;
-        foreach (string query in queries)
-            length += 4 + Utf8Length(query);
-        BeginOption(NbdOption.SetMetaContext, length);
-        PutString(Settings.ExportName);
-        PutUInt32((uint)queries.Count);
-        foreach (string query in queries)
-            PutString(query);
+        SendMetaContextOption(NbdOption.SetMetaContext, queries);
         await FlushAsync(async, cancellationToken).ConfigureAwait(false);
 
         while (true)
@@ -215,9 +228,10 @@ internal sealed partial class Negotiator : IDisposable
     /// <summary>
     /// NBD_OPT_GO (or NBD_OPT_INFO) for the current export name, after selecting the requested metadata
     /// contexts. GO falls back to NBD_OPT_EXPORT_NAME when the server does not know it. On any other refusal
-    /// a GO sends NBD_OPT_ABORT and throws with the server's own message.
+    /// it throws with the server's own message, after NBD_OPT_ABORT when <paramref name="abortOnFailure"/>
+    /// (a normal connect; in opt mode the caller may try something else).
     /// </summary>
-    public async ValueTask GoAsync(bool async, NbdOption option, CancellationToken cancellationToken)
+    public async ValueTask GoAsync(bool async, NbdOption option, bool abortOnFailure, CancellationToken cancellationToken)
     {
         if (Settings.RequestMetaContext && Export.StructuredReplies && Settings.MetaContexts.Count > 0)
             await SetMetaContextAsync(async, Settings.MetaContexts, null, strict: false, cancellationToken).ConfigureAwait(false);
@@ -261,12 +275,85 @@ internal sealed partial class Negotiator : IDisposable
                     string message = DescribeOptionError(reply, out int errno);
                     Export.ResetExport();
                     Export.MetaValid = false;
-                    if (option == NbdOption.Go)
+                    if (option == NbdOption.Go && abortOnFailure)
                         await AbortAsync(async, cancellationToken).ConfigureAwait(false);
                     throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno,
                         NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
             }
         }
+    }
+
+    /// <summary>NBD_OPT_LIST: calls <paramref name="callback"/> with each export's name and description; returns their number.</summary>
+    public async ValueTask<int> ListAsync(bool async, ListCallback callback, CancellationToken cancellationToken)
+    {
+        BeginOption(NbdOption.List, 0);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
+        int count = 0;
+        while (true)
+        {
+            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.List, cancellationToken).ConfigureAwait(false);
+            if (reply.Type == OptionReplyType.Ack)
+                return count;
+            if (reply.Type == OptionReplyType.Server)
+            {
+                if (_payloadSkipped)
+                {
+                    Debug("skipping an export description too long to keep");
+                    continue;
+                }
+                uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(_buffer);
+                if (nameLength > reply.Length - 4 || nameLength > NbdProtocol.MaxString)
+                    throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_SERVER name length " + nameLength.ToString(CultureInfo.InvariantCulture));
+                string name = DecodeString(_buffer.AsSpan(4, (int)nameLength));
+                string description = DecodeString(_buffer.AsSpan(4 + (int)nameLength, (int)(reply.Length - 4 - nameLength)));
+                count++;
+                callback(name, description);
+                continue;
+            }
+            RequireError(reply);
+            string message = DescribeOptionError(reply, out int errno);
+            throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno, NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
+        }
+    }
+
+    /// <summary>
+    /// NBD_OPT_LIST_META_CONTEXT for <paramref name="queries"/> on the current export name: calls
+    /// <paramref name="callback"/> with each context the server offers; returns their number. Selects nothing.
+    /// </summary>
+    public async ValueTask<int> ListMetaContextAsync(bool async, System.Collections.Generic.IReadOnlyList<string> queries,
+        ContextCallback? callback, CancellationToken cancellationToken)
+    {
+        SendMetaContextOption(NbdOption.ListMetaContext, queries);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
+        int count = 0;
+        while (true)
+        {
+            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.ListMetaContext, cancellationToken).ConfigureAwait(false);
+            if (reply.Type == OptionReplyType.Ack)
+                return count;
+            if (reply.Type == OptionReplyType.MetaContext)
+            {
+                count++;
+                callback?.Invoke(DecodeString(_buffer.AsSpan(4, (int)reply.Length - 4)));
+                continue;
+            }
+            RequireError(reply);
+            string message = DescribeOptionError(reply, out int errno);
+            throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno, NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
+        }
+    }
+
+    /// <summary>The request of NBD_OPT_LIST_META_CONTEXT or NBD_OPT_SET_META_CONTEXT: export name and queries.</summary>
+    private void SendMetaContextOption(NbdOption option, System.Collections.Generic.IReadOnlyList<string> queries)
+    {
+        int length = 4 + Utf8Length(Settings.ExportName) + 4;
+        foreach (string query in queries)
+            length += 4 + Utf8Length(query);
+        BeginOption(option, length);
+        PutString(Settings.ExportName);
+        PutUInt32((uint)queries.Count);
+        foreach (string query in queries)
+            PutString(query);
     }
 
     /// <summary>NBD_OPT_EXPORT_NAME: the old way to enter transmission; the server closes the connection on failure.</summary>

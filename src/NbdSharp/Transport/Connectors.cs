@@ -1,7 +1,10 @@
 using System;
+using System.Collections.Generic;
 using System.Globalization;
+using System.IO;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
 
@@ -11,7 +14,7 @@ namespace NbdSharp.Transport;
 internal static class Connectors
 {
     /// <summary>Connects to a Unix domain socket.</summary>
-    public static async ValueTask<Transport> ConnectUnixAsync(string path, bool async, string call, CancellationToken cancellationToken)
+    public static async ValueTask<OpenedTransport> ConnectUnixAsync(string path, bool async, string call, CancellationToken cancellationToken)
     {
         UnixDomainSocketEndPoint endPoint;
         try
@@ -24,7 +27,8 @@ internal static class Connectors
         }
         try
         {
-            return await ConnectAsync(endPoint, ProtocolType.Unspecified, async, cancellationToken).ConfigureAwait(false);
+            Transport transport = await ConnectAsync(endPoint, ProtocolType.Unspecified, async, cancellationToken).ConfigureAwait(false);
+            return new OpenedTransport(transport, new Endpoint(EndpointKind.Unix, Host: path));
         }
         catch (SocketException e)
         {
@@ -38,7 +42,7 @@ internal static class Connectors
     /// Resolves <paramref name="host"/> and connects to <paramref name="port"/> (a number or the service name
     /// "nbd"), trying each address in turn as libnbd does.
     /// </summary>
-    public static async ValueTask<Transport> ConnectTcpAsync(string host, string port, bool async, string call, CancellationToken cancellationToken)
+    public static async ValueTask<OpenedTransport> ConnectTcpAsync(string host, string port, bool async, string call, CancellationToken cancellationToken)
     {
         int portNumber = ParsePort(port, call);
         IPAddress[] addresses;
@@ -67,7 +71,8 @@ internal static class Connectors
         {
             try
             {
-                return await ConnectAsync(new IPEndPoint(address, portNumber), ProtocolType.Tcp, async, cancellationToken).ConfigureAwait(false);
+                Transport transport = await ConnectAsync(new IPEndPoint(address, portNumber), ProtocolType.Tcp, async, cancellationToken).ConfigureAwait(false);
+                return new OpenedTransport(transport, new Endpoint(EndpointKind.Tcp, host, port));
             }
             catch (SocketException e)
             {
@@ -76,6 +81,175 @@ internal static class Connectors
         }
         int errno = SocketErrors.ToErrno(last!);
         throw new NbdException(errno, NbdException.Format(call, "connect: " + host + ":" + port, errno), last);
+    }
+
+    /// <summary>Connects to a raw address (libnbd's nbd_aio_connect with a sockaddr): a Unix or IP end point.</summary>
+    public static async ValueTask<OpenedTransport> ConnectEndPointAsync(EndPoint endPoint, bool async, string call, CancellationToken cancellationToken)
+    {
+        switch (endPoint)
+        {
+            case UnixDomainSocketEndPoint unix:
+                return await ConnectUnixAsync(unix.ToString(), async, call, cancellationToken).ConfigureAwait(false);
+            case IPEndPoint ip:
+                try
+                {
+                    Transport transport = await ConnectAsync(ip, ProtocolType.Tcp, async, cancellationToken).ConfigureAwait(false);
+                    return new OpenedTransport(transport, new Endpoint(EndpointKind.Tcp, ip.Address.ToString(), ip.Port.ToString(CultureInfo.InvariantCulture)));
+                }
+                catch (SocketException e)
+                {
+                    int errno = SocketErrors.ToErrno(e);
+                    throw new NbdException(errno, NbdException.Format(call, "connect: " + ip, errno), e);
+                }
+            default:
+                throw new NbdException(Errno.EAFNOSUPPORT, NbdException.Format(call, "address family " + endPoint.AddressFamily + " not supported", Errno.EAFNOSUPPORT));
+        }
+    }
+
+    /// <summary>Adopts a connected socket; the transport owns it from now on.</summary>
+    public static OpenedTransport Adopt(Socket socket, string call)
+    {
+        if (!socket.Connected && socket.SocketType != SocketType.Unknown)
+            throw new NbdException(Errno.ENOTCONN, NbdException.Format(call, "the socket is not connected", Errno.ENOTCONN));
+        return new OpenedTransport(new SocketTransport(socket), Endpoint.Unnamed);
+    }
+
+    /// <summary>Connects to AF_VSOCK <paramref name="cid"/>:<paramref name="port"/> (Linux).</summary>
+    public static unsafe OpenedTransport ConnectVsock(uint cid, uint port, string call)
+    {
+        if (!OperatingSystem.IsLinux())
+            throw new NbdException(Errno.ENOTSUP, NbdException.Format(call, "AF_VSOCK is not supported on this platform", Errno.ENOTSUP));
+        int fd = LibC.Socket(LibC.AF_VSOCK, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new NbdException(errno, NbdException.Format(call, "socket", errno));
+        }
+        var address = new LibC.SockAddrVm { Family = LibC.AF_VSOCK, Port = port, Cid = cid };
+        if (LibC.Connect(fd, &address, (uint)sizeof(LibC.SockAddrVm)) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            _ = LibC.Close(fd);
+            throw new NbdException(errno, NbdException.Format(call, "connect: vsock " + cid + ":" + port, errno));
+        }
+        var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+        return new OpenedTransport(new SocketTransport(socket), new Endpoint(EndpointKind.Vsock, Cid: cid, VsockPort: port));
+    }
+
+    /// <summary>Waits up to <paramref name="timeoutMs"/> for <paramref name="fd"/> to become readable (or fail).</summary>
+    public static unsafe bool FdReadable(int fd, int timeoutMs)
+    {
+        var pfd = new LibC.PollFd { Fd = fd, Events = LibC.POLLIN };
+        return LibC.Poll(&pfd, 1, timeoutMs) > 0;
+    }
+
+    /// <summary>Whether this platform can create AF_VSOCK sockets.</summary>
+    public static bool VsockAvailable()
+    {
+        if (!OperatingSystem.IsLinux())
+            return false;
+        int fd = LibC.Socket(LibC.AF_VSOCK, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return false;
+        _ = LibC.Close(fd);
+        return true;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="argv"/> as a child speaking NBD on its stdin and stdout, connected to us through a
+    /// socketpair (libnbd's nbd_connect_command, e.g. <c>nbdkit -s memory 1G</c>).
+    /// </summary>
+    public static unsafe OpenedTransport ConnectCommand(IReadOnlyList<string> argv, string call)
+    {
+        CheckArgv(argv, call);
+        if (!OperatingSystem.IsLinux())
+            throw new NbdException(Errno.ENOTSUP, NbdException.Format(call, "running a server on a socketpair is only supported on Linux", Errno.ENOTSUP));
+        int* fds = stackalloc int[2];
+        if (LibC.SocketPair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, fds) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new NbdException(errno, NbdException.Format(call, "socketpair", errno));
+        }
+        Subprocess child;
+        try
+        {
+            child = Subprocess.Spawn(argv, [(fds[1], 0), (fds[1], 1)], [], terminateOnClose: false, call);
+        }
+        catch
+        {
+            _ = LibC.Close(fds[0]);
+            _ = LibC.Close(fds[1]);
+            throw;
+        }
+        _ = LibC.Close(fds[1]);
+        var socket = new Socket(new SafeSocketHandle(fds[0], ownsHandle: true));
+        return new OpenedTransport(new SocketTransport(socket), Endpoint.Unnamed, child);
+    }
+
+    /// <summary>
+    /// systemd socket activation (libnbd's nbd_connect_systemd_socket_activation): binds a Unix socket in a private
+    /// folder under /tmp, runs <paramref name="argv"/> with the listening socket as fd 3 and LISTEN_PID, LISTEN_FDS
+    /// and LISTEN_FDNAMES set, and connects to it. LISTEN_PID must be the child's own PID, which only the child
+    /// knows, so a shell sets it and replaces itself with the program.
+    /// </summary>
+    public static OpenedTransport ConnectSocketActivation(IReadOnlyList<string> argv, string name, string call)
+    {
+        CheckArgv(argv, call);
+        if (!OperatingSystem.IsLinux())
+            throw new NbdException(Errno.ENOTSUP, NbdException.Format(call, "socket activation is only supported on Linux", Errno.ENOTSUP));
+        string dir = Path.Combine("/tmp", "nbdsharp-" + Path.GetRandomFileName());
+        Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string path = Path.Combine(dir, "sock");
+        try
+        {
+            using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            listener.Bind(new UnixDomainSocketEndPoint(path));
+            listener.Listen(128);
+            var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
+            shellArgv.AddRange(argv);
+            int listenFd = (int)listener.SafeHandle.DangerousGetHandle();
+            Subprocess child = Subprocess.Spawn(shellArgv, [(listenFd, 3)],
+                [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
+                terminateOnClose: true, call);
+            try
+            {
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    socket.Connect(new UnixDomainSocketEndPoint(path));
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+                return new OpenedTransport(new SocketTransport(socket), Endpoint.Unnamed, child);
+            }
+            catch (SocketException e)
+            {
+                child.Reap(TimeSpan.Zero, terminate: true);
+                int errno = SocketErrors.ToErrno(e);
+                throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
+            }
+        }
+        finally
+        {
+            // The connection is made (or failed): the name is no longer needed.
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static void CheckArgv(IReadOnlyList<string> argv, string call)
+    {
+        ArgumentNullException.ThrowIfNull(argv);
+        if (argv.Count == 0 || string.IsNullOrEmpty(argv[0]))
+            throw new NbdException(Errno.EINVAL, NbdException.Format(call, "argv: the command must not be empty", Errno.EINVAL));
     }
 
     /// <summary>Creates a stream socket and connects it; the socket is closed if connecting fails.</summary>

@@ -1,0 +1,155 @@
+using System;
+using System.Globalization;
+using System.Text;
+
+namespace NbdSharp;
+
+/// <summary>
+/// libnbd's event-loop integration and handle introspection. NbdSharp reads replies on the threads that wait (see
+/// <see cref="Poll"/>), so an external event loop needs no more than the socket to wait on: when
+/// <see cref="AioGetFd"/> is readable, <see cref="AioNotifyRead"/> processes what arrived.
+/// </summary>
+public sealed partial class NbdHandle
+{
+    /// <summary>
+    /// The file descriptor of the connection's socket, for an external event loop (<c>nbd_aio_get_fd</c>). For TLS it
+    /// is the socket under the encryption: readable then means TLS records have arrived, not necessarily a reply.
+    /// </summary>
+    /// <returns>The descriptor.</returns>
+    /// <exception cref="NbdException">EINVAL when there is no connection.</exception>
+    public int AioGetFd()
+    {
+        Transport.Transport? transport = _engine?.TransportForPolling ?? _negotiator?.Transport;
+        int fd = transport?.FileDescriptor ?? -1;
+        if (fd < 0)
+            Throw("nbd_aio_get_fd", Errno.EINVAL, "connection is not in a connected state");
+        return fd;
+    }
+
+    /// <summary>
+    /// What the connection waits for (<c>nbd_aio_get_direction</c>): <see cref="AioDirection.Read"/> while connected
+    /// (a reply may arrive), <see cref="AioDirection.Both"/> while a request is being written, nothing otherwise.
+    /// Writes never wait for an event loop here (a sender waits itself), so Read is what a loop watches.
+    /// </summary>
+    /// <returns>The direction.</returns>
+    public AioDirection AioGetDirection() => CurrentState switch
+    {
+        HandleState.Connected => _engine!.IsProcessing ? AioDirection.Both : AioDirection.Read,
+        HandleState.Connecting => AioDirection.Read,
+        _ => AioDirection.None,
+    };
+
+    /// <summary>
+    /// Tells the handle its socket is readable (<c>nbd_aio_notify_read</c>): processes the replies that arrived,
+    /// running completion callbacks, without waiting.
+    /// </summary>
+    public void AioNotifyRead()
+    {
+        const string call = "nbd_aio_notify_read";
+        if (_pending != null || _engine == null)
+        {
+            Poll(0);
+            return;
+        }
+        if (_engine.IsReadingOnCurrentThread)
+            Throw(call, Errno.EDEADLK, "cannot make a blocking call on a handle from inside one of its own callbacks");
+        _engine.Poll(0, call);
+    }
+
+    /// <summary>
+    /// Tells the handle its socket is writable (<c>nbd_aio_notify_write</c>). Requests are written when they are
+    /// issued (a blocked sender waits on its own), so there is nothing to resume: this only processes any
+    /// replies that arrived, like <see cref="AioNotifyRead"/>.
+    /// </summary>
+    public void AioNotifyWrite() => AioNotifyRead();
+
+    /// <summary>
+    /// As <see cref="Poll"/>, and also returns when <paramref name="fd"/> becomes readable (<c>nbd_poll2</c>), e.g. an
+    /// eventfd another thread uses to wake the loop.
+    /// </summary>
+    /// <param name="fd">A file descriptor to watch for reading, or -1.</param>
+    /// <param name="timeout">Milliseconds, or -1.</param>
+    /// <returns>1 when something was processed or <paramref name="fd"/> is readable, 0 on timeout.</returns>
+    public int Poll2(int fd, int timeout)
+    {
+        if (fd < 0)
+            return Poll(timeout);
+        long deadline = timeout < 0 ? long.MaxValue : Environment.TickCount64 + timeout;
+        while (true)
+        {
+            // Alternate between the handle and the extra descriptor in short slices, so neither waits long for the other.
+            int slice = timeout < 0 ? 10 : (int)Math.Clamp(deadline - Environment.TickCount64, 0, 10);
+            if (Poll(0) == 1 || Transport.Connectors.FdReadable(fd, slice) || Poll(0) == 1)
+                return 1;
+            if (timeout >= 0 && Environment.TickCount64 >= deadline)
+                return 0;
+        }
+    }
+
+    /// <summary>A rough count of the bytes this handle holds (<c>nbd_get_handle_size</c>), for garbage-collected bindings.</summary>
+    /// <returns>The estimate.</returns>
+    public long GetHandleSize() => 1024 + (_engine?.ApproximateSize ?? 0) + (_negotiator != null ? 32 * 1024 : 0);
+
+    /// <summary>
+    /// An NBD URI that would connect to the same server and export (<c>nbd_get_uri</c>). Unknown for an adopted
+    /// socket, a command or socket activation.
+    /// </summary>
+    /// <returns>The URI.</returns>
+    /// <exception cref="NbdException">EINVAL when no URI can describe the connection.</exception>
+    public string GetUri()
+    {
+        const string call = "nbd_get_uri";
+        CheckState(call, Allowed.Connecting | Allowed.Negotiating | Allowed.Connected | Allowed.Closed | Allowed.Dead);
+        Transport.Endpoint endpoint = _endpoint;
+        bool tls = _tls != TlsMode.Disable;
+        var uri = new StringBuilder();
+        var query = new StringBuilder();
+        switch (endpoint.Kind)
+        {
+            case Transport.EndpointKind.Tcp:
+                uri.Append(tls ? "nbds://" : "nbd://");
+                AppendUser(uri);
+                uri.Append(endpoint.Host.Contains(':', StringComparison.Ordinal) ? "[" + endpoint.Host + "]" : endpoint.Host)
+                   .Append(':').Append(endpoint.Port);
+                break;
+            case Transport.EndpointKind.Unix:
+                uri.Append(tls ? "nbds+unix://" : "nbd+unix://");
+                AppendUser(uri);
+                AppendQuery(query, "socket", endpoint.Host);
+                break;
+            case Transport.EndpointKind.Vsock:
+                uri.Append(tls ? "nbds+vsock://" : "nbd+vsock://");
+                AppendUser(uri);
+                uri.Append(endpoint.Cid.ToString(CultureInfo.InvariantCulture)).Append(':')
+                   .Append(endpoint.VsockPort.ToString(CultureInfo.InvariantCulture));
+                break;
+            default:
+                throw Error(call, Errno.EINVAL, "cannot construct a URI for this connection type");
+        }
+        uri.Append('/').Append(NbdUri.Encode(_exportName, inQuery: false));
+        if (_tlsCertificates != null)
+            AppendQuery(query, "tls-certificates", _tlsCertificates);
+        if (_tlsPskFile != null)
+            AppendQuery(query, "tls-psk-file", _tlsPskFile);
+        if (_tlsHostname != null)
+            AppendQuery(query, "tls-hostname", _tlsHostname);
+        if (!_tlsVerifyPeer)
+            AppendQuery(query, "tls-verify-peer", "false");
+        if (query.Length > 0)
+            uri.Append('?').Append(query);
+        return uri.ToString();
+    }
+
+    private void AppendUser(StringBuilder uri)
+    {
+        if (_tlsUsername != null)
+            uri.Append(NbdUri.Encode(_tlsUsername, inQuery: true).Replace("/", "%2F", StringComparison.Ordinal)).Append('@');
+    }
+
+    private static void AppendQuery(StringBuilder query, string name, string value)
+    {
+        if (query.Length > 0)
+            query.Append('&');
+        query.Append(name).Append('=').Append(NbdUri.Encode(value, inQuery: true));
+    }
+}

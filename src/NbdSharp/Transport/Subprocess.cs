@@ -1,0 +1,178 @@
+using System;
+using System.Collections;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading;
+
+namespace NbdSharp.Transport;
+
+/// <summary>
+/// A server the handle runs as its child (<c>ConnectCommand</c>, <c>ConnectSystemdSocketActivation</c>). Started
+/// with posix_spawn, which can hand the child a file descriptor (its stdin/stdout, or fd 3) where .NET's
+/// Process cannot, and with default signal dispositions and an empty signal mask, as after fork and exec.
+/// </summary>
+internal sealed unsafe class Subprocess
+{
+    private int _reaped;
+
+    private Subprocess(int pid)
+    {
+        Pid = pid;
+    }
+
+    public int Pid { get; }
+
+    /// <summary>Whether closing the handle stops the child with SIGTERM (a socket-activated server runs until told).</summary>
+    public bool TerminateOnClose { get; init; }
+
+    /// <summary>
+    /// Starts <paramref name="argv"/> (found on PATH) with <paramref name="fdMap"/> applied (dup2 of each parent
+    /// fd to a child fd) and with <paramref name="environment"/> in front of the current environment, replacing
+    /// any variable of the same name.
+    /// </summary>
+    public static Subprocess Spawn(IReadOnlyList<string> argv, IReadOnlyList<(int ParentFd, int ChildFd)> fdMap,
+        IReadOnlyList<KeyValuePair<string, string>> environment, bool terminateOnClose, string call)
+    {
+        var variables = new List<string>();
+        foreach (KeyValuePair<string, string> variable in environment)
+            variables.Add(variable.Key + "=" + variable.Value);
+        foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables())
+        {
+            string name = (string)entry.Key;
+            bool replaced = false;
+            foreach (KeyValuePair<string, string> variable in environment)
+                replaced |= variable.Key == name;
+            if (!replaced)
+                variables.Add(name + "=" + (string?)entry.Value);
+        }
+
+        using var strings = new NativeStrings();
+        byte** nativeArgv = strings.Array(argv);
+        byte** nativeEnv = strings.Array(variables);
+        byte* file = nativeArgv[0];
+
+        byte* actions = stackalloc byte[LibC.SpawnStructSize];
+        byte* attributes = stackalloc byte[LibC.SpawnStructSize];
+        byte* signals = stackalloc byte[LibC.SigSetSize];
+        Check(LibC.SpawnFileActionsInit(actions), "posix_spawn_file_actions_init", call);
+        Check(LibC.SpawnAttrInit(attributes), "posix_spawnattr_init", call);
+        try
+        {
+            // glibc clears close-on-exec when a parent fd is mapped to the same number, as POSIX now requires.
+            foreach ((int parentFd, int childFd) in fdMap)
+                Check(LibC.SpawnFileActionsAddDup2(actions, parentFd, childFd), "posix_spawn_file_actions_adddup2", call);
+            Check(LibC.SigFillSet(signals), "sigfillset", call);
+            Check(LibC.SpawnAttrSetSigDefault(attributes, signals), "posix_spawnattr_setsigdefault", call);
+            Check(LibC.SigEmptySet(signals), "sigemptyset", call);
+            Check(LibC.SpawnAttrSetSigMask(attributes, signals), "posix_spawnattr_setsigmask", call);
+            Check(LibC.SpawnAttrSetFlags(attributes, LibC.POSIX_SPAWN_SETSIGDEF | LibC.POSIX_SPAWN_SETSIGMASK), "posix_spawnattr_setflags", call);
+            int pid;
+            int error = LibC.PosixSpawnp(&pid, file, actions, attributes, nativeArgv, nativeEnv);
+            if (error != 0)
+                throw new NbdException(error, NbdException.Format(call, "posix_spawn: " + argv[0], error));
+            return new Subprocess(pid) { TerminateOnClose = terminateOnClose };
+        }
+        finally
+        {
+            _ = LibC.SpawnFileActionsDestroy(actions);
+            _ = LibC.SpawnAttrDestroy(attributes);
+        }
+    }
+
+    private static void Check(int result, string what, string call)
+    {
+        if (result != 0)
+        {
+            int errno = result > 0 ? result : Errno.ENOMEM;
+            throw new NbdException(errno, NbdException.Format(call, what, errno));
+        }
+    }
+
+    /// <summary>Sends <paramref name="signal"/>; false (with errno) if the process is gone.</summary>
+    public bool Signal(int signal, out int errno)
+    {
+        errno = 0;
+        if (Volatile.Read(ref _reaped) != 0)
+        {
+            errno = Errno.ESRCH;
+            return false;
+        }
+        if (LibC.Kill(Pid, signal) == 0)
+            return true;
+        errno = Marshal.GetLastPInvokeError();
+        return false;
+    }
+
+    /// <summary>
+    /// Waits for the child to exit (it sees its connection close), up to <paramref name="grace"/>, then sends
+    /// SIGTERM, and SIGKILL a few seconds later: a child never outlives its handle and is never left a zombie.
+    /// </summary>
+    public void Reap(TimeSpan grace, bool terminate)
+    {
+        if (Interlocked.Exchange(ref _reaped, 1) != 0)
+            return;
+        if (terminate)
+            _ = LibC.Kill(Pid, 15);
+        long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+        bool termSent = terminate;
+        while (true)
+        {
+            int status;
+            int r = LibC.WaitPid(Pid, &status, LibC.WNOHANG);
+            if (r == Pid || (r == -1 && Marshal.GetLastPInvokeError() == LibC.ECHILD))
+                return;
+            long now = Environment.TickCount64;
+            if (now >= deadline)
+            {
+                if (!termSent)
+                {
+                    _ = LibC.Kill(Pid, 15);
+                    termSent = true;
+                    deadline = now + 3000;
+                }
+                else
+                {
+                    _ = LibC.Kill(Pid, 9);
+                    _ = LibC.WaitPid(Pid, &status, 0);
+                    return;
+                }
+            }
+            Thread.Sleep(5);
+        }
+    }
+
+    /// <summary>NUL-terminated UTF-8 strings and pointer arrays in native memory, freed together.</summary>
+    private sealed class NativeStrings : IDisposable
+    {
+        private readonly List<nint> _blocks = [];
+
+        public byte** Array(IReadOnlyList<string> values)
+        {
+            byte** array = (byte**)Allocate((values.Count + 1) * sizeof(nint));
+            for (int i = 0; i < values.Count; i++)
+            {
+                byte[] utf8 = Encoding.UTF8.GetBytes(values[i]);
+                byte* text = (byte*)Allocate(utf8.Length + 1);
+                utf8.AsSpan().CopyTo(new Span<byte>(text, utf8.Length));
+                text[utf8.Length] = 0;
+                array[i] = text;
+            }
+            array[values.Count] = null;
+            return array;
+        }
+
+        private void* Allocate(int size)
+        {
+            nint block = Marshal.AllocHGlobal(size);
+            _blocks.Add(block);
+            return (void*)block;
+        }
+
+        public void Dispose()
+        {
+            foreach (nint block in _blocks)
+                Marshal.FreeHGlobal(block);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+using System;
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.IO;
+using System.Net.Sockets;
+using System.Threading;
+using System.Threading.Tasks;
+using NbdSharp.Testing;
+using Xunit;
+
+namespace NbdSharp.InteropTests;
+
+/// <summary>Every transport: a command on a socketpair, systemd socket activation (nbdkit, qemu-nbd), an adopted socket, vsock, aio connects.</summary>
+public class TransportTests
+{
+    private static bool Exists(long pid)
+    {
+        try
+        {
+            using Process p = Process.GetProcessById((int)pid);
+            return !p.HasExited && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal);
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static void AssertGone(long pid)
+    {
+        // Reaped: no process, not even a zombie.
+        Assert.False(File.Exists($"/proc/{pid}/stat") && Exists(pid), $"process {pid} is still there");
+        Assert.False(Directory.Exists($"/proc/{pid}"), $"process {pid} was not reaped");
+    }
+
+    [Fact]
+    public async Task Command_ServerOnStdinStdout_AllForms()
+    {
+        Requires.Program("nbdkit");
+        long pid;
+        using (var h = new NbdHandle())
+        {
+            h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "memory", "1M"]);
+            pid = h.GetSubprocessPid();
+            Assert.True(Exists(pid));
+            byte[] data = new byte[4096];
+            new Random(1).NextBytes(data);
+            h.Pwrite(data, 8192);
+            byte[] back = new byte[4096];
+            h.Pread(back, 8192);
+            Assert.Equal(data, back);
+            Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.GetUri()).Errno);
+        }
+        AssertGone(pid);
+
+        await using (var h = new NbdHandle())
+        {
+            await h.ConnectCommandAsync(["nbdkit", "-s", "--exit-with-parent", "pattern", "1M"]);
+            Assert.Equal(1 << 20, h.GetSize());
+            pid = h.GetSubprocessPid();
+        }
+        AssertGone(pid);
+    }
+
+    [Fact]
+    public void Command_ThatIsNotAServer_FailsCleanly()
+    {
+        using var h = new NbdHandle();
+        var e = Assert.Throws<NbdProtocolException>(() => h.ConnectCommand(["/bin/echo", "not an NBD server"]));
+        Assert.Equal(Errno.EPROTO, e.Errno);
+        Assert.True(h.AioIsDead());
+        using var missing = new NbdHandle();
+        Assert.Equal(Errno.ENOENT, Assert.Throws<NbdException>(() => missing.ConnectCommand(["/nonexistent/nbd-server"])).Errno);
+        using var empty = new NbdHandle();
+        Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => empty.ConnectCommand([])).Errno);
+    }
+
+    [Fact]
+    public void SocketActivation_Nbdkit_WithName()
+    {
+        Requires.Program("nbdkit");
+        using var dir = new TempDirectory();
+        string seen = dir.File("fdnames");
+        long pid;
+        using (var h = new NbdHandle())
+        {
+            h.SetSocketActivationName("disk0");
+            Assert.Equal("disk0", h.GetSocketActivationName());
+            // A shell in front of nbdkit records what the server process is given, then becomes nbdkit.
+            h.ConnectSystemdSocketActivation(["sh", "-c",
+                $"echo \"$LISTEN_PID $$ $LISTEN_FDS $LISTEN_FDNAMES\" > {seen}; exec nbdkit pattern 1M"]);
+            pid = h.GetSubprocessPid();
+            h.Pread(new byte[512], 0);
+            Assert.Equal(1 << 20, h.GetSize());
+        }
+        AssertGone(pid);
+        Assert.Equal($"{pid} {pid} 1 disk0", File.ReadAllText(seen).Trim());
+        Assert.DoesNotContain(Directory.GetDirectories("/tmp", "nbdsharp-*"), d => File.Exists(Path.Combine(d, "sock")));
+    }
+
+    [Fact]
+    public void SocketActivation_QemuNbd()
+    {
+        Requires.Program("qemu-nbd");
+        using var dir = new TempDirectory();
+        string image = dir.File("disk.img");
+        Peers.Run("qemu-img", "create", "-q", "-f", "raw", image, "4M");
+        using var h = new NbdHandle();
+        h.ConnectSystemdSocketActivation(["qemu-nbd", "-f", "raw", image]);
+        Assert.Equal(4 << 20, h.GetSize());
+        byte[] data = new byte[65536];
+        new Random(2).NextBytes(data);
+        h.Pwrite(data, 0);
+        byte[] back = new byte[65536];
+        h.Pread(back, 0);
+        Assert.Equal(data, back);
+    }
+
+    [Fact]
+    public void SocketActivationName_IsChecked()
+    {
+        using var h = new NbdHandle();
+        Assert.Equal(Errno.ENAMETOOLONG, Assert.Throws<NbdException>(() => h.SetSocketActivationName(new string('a', 33))).Errno);
+        Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.SetSocketActivationName("no spaces")).Errno);
+        h.SetSocketActivationName("");
+        Assert.Equal("", h.GetSocketActivationName());
+        Assert.Equal(Errno.ESRCH, Assert.Throws<NbdException>(() => h.GetSubprocessPid()).Errno);
+        Assert.Equal(Errno.ESRCH, Assert.Throws<NbdException>(() => h.KillSubprocess(0)).Errno);
+    }
+
+    [Fact]
+    public async Task KillSubprocess_FailsCommandsInFlight()
+    {
+        Requires.Program("nbdkit");
+        await using var h = new NbdHandle();
+        h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "--filter=delay", "memory", "1M", "rdelay=10"]);
+        Task read = h.PreadAsync(new byte[512], 0).AsTask();
+        await Task.Delay(100);
+        h.KillSubprocess(9);
+        var e = await Assert.ThrowsAsync<NbdProtocolException>(() => read.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(Errno.ENOTCONN, e.Errno);
+        Assert.True(h.AioIsDead());
+    }
+
+    [Fact]
+    public void AdoptedSocket_Works()
+    {
+        using ServerProcess server = Peers.Nbdkit("pattern", "1M");
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Connect(new UnixDomainSocketEndPoint(server.Socket));
+        using var h = new NbdHandle();
+        h.ConnectSocket(socket);
+        byte[] buffer = new byte[8];
+        h.Pread(buffer, 4096);
+        Assert.Equal(4096UL, BinaryPrimitives.ReadUInt64BigEndian(buffer));
+        Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.GetUri()).Errno);
+    }
+
+    [Fact]
+    public void AioConnect_AllTransports_ProgressThroughPoll()
+    {
+        using ServerProcess server = Peers.Nbdkit("memory", "1M");
+        Action<NbdHandle>[] starts =
+        [
+            h => h.AioConnectUri(server.Uri),
+            h => h.AioConnectUnix(server.Socket),
+            h => h.AioConnect(new UnixDomainSocketEndPoint(server.Socket)),
+            h =>
+            {
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                socket.Connect(new UnixDomainSocketEndPoint(server.Socket));
+                h.AioConnectSocket(socket);
+            },
+            h => h.AioConnectCommand(["nbdkit", "-s", "--exit-with-parent", "memory", "1M"]),
+            h => h.AioConnectSystemdSocketActivation(["nbdkit", "memory", "1M"]),
+        ];
+        foreach (Action<NbdHandle> start in starts)
+        {
+            using var h = new NbdHandle();
+            start(h);
+            while (h.AioIsConnecting())
+                h.Poll(-1);
+            Assert.True(h.AioIsReady(), h.ConnectionState());
+            Assert.Equal(1 << 20, h.GetSize());
+        }
+    }
+
+    [Fact]
+    public void AioConnect_ImmediateFailure_FailsTheCall()
+    {
+        using var h = new NbdHandle();
+        Assert.Equal(Errno.ENOENT, Assert.Throws<NbdException>(() => h.AioConnectUnix("/nonexistent/nbd.sock")).Errno);
+        Assert.True(h.AioIsDead());
+        Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.AioConnectUnix("/x")).Errno);
+    }
+
+    [Fact]
+    public void AioConnect_LaterFailure_IsReportedByPoll()
+    {
+        using var h = new NbdHandle();
+        h.AioConnectCommand(["sh", "-c", "exit 0"]);
+        NbdException? failure = null;
+        while (h.AioIsConnecting())
+        {
+            try
+            {
+                h.Poll(-1);
+            }
+            catch (NbdException e)
+            {
+                failure = e;
+            }
+        }
+        Assert.NotNull(failure);
+        Assert.True(h.AioIsDead());
+        Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.AioConnectUnix("/x")).Errno);
+    }
+
+    [Fact]
+    public void Vsock_LocalLoopback()
+    {
+        Assert.True(NbdHandle.SupportsVsock() || !OperatingSystem.IsLinux());
+        Requires.Program("nbdkit");
+        uint port = (uint)Random.Shared.Next(20000, 60000);
+        var info = new ProcessStartInfo("nbdkit") { UseShellExecute = false, RedirectStandardError = true };
+        foreach (string arg in new[] { "-f", "--exit-with-parent", "--vsock", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "pattern", "1M" })
+            info.ArgumentList.Add(arg);
+        using Process nbdkit = Process.Start(info)!;
+        try
+        {
+            Thread.Sleep(500);
+            using var h = new NbdHandle();
+            Task connect = Task.Run(() => h.ConnectVsock(1, port));
+            if (!((IAsyncResult)connect).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(5)) || connect.IsFaulted)
+                Assert.Skip("this kernel offers no vsock loopback to CID 1 (no vsock_loopback transport): " +
+                            (connect.Exception?.InnerException?.Message ?? "connect timed out"));
+            Assert.Equal(1 << 20, h.GetSize());
+            Assert.Equal($"nbd+vsock://1:{port}/", h.GetUri());
+        }
+        finally
+        {
+            nbdkit.Kill();
+            nbdkit.WaitForExit();
+        }
+    }
+}
