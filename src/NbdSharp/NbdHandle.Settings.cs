@@ -100,7 +100,18 @@ public sealed partial class NbdHandle
         CheckState(call, Allowed.Created | Allowed.Negotiating);
         if (Encoding.UTF8.GetByteCount(exportName) > NbdProtocol.MaxString)
             Throw(call, Errno.ENAMETOOLONG, "export name too long for NBD protocol");
-        _exportName = exportName;
+        lock (_stateLock)
+        {
+            if (string.Equals(exportName, _exportName, StringComparison.Ordinal))
+                return;
+            _exportName = exportName;
+            // In opt mode, what was learned about the previous export (size, flags, contexts) no longer applies.
+            if (_negotiator is { } negotiator)
+            {
+                negotiator.Export.ResetExport();
+                negotiator.Export.MetaValid = false;
+            }
+        }
     }
 
     /// <summary>The export name requested (<c>nbd_get_export_name</c>).</summary>

@@ -73,4 +73,27 @@ print(json.dumps(out))
             throw new InvalidOperationException("python3-libnbd failed: " + stderr.GetAwaiter().GetResult());
         return JsonDocument.Parse(stdout).RootElement.Clone();
     }
+
+    /// <summary>Runs a python3-libnbd <paramref name="script"/> with <paramref name="args"/> as sys.argv[1:]; returns its stdout.</summary>
+    public static string Python(string script, params string[] args)
+    {
+        string python = Requires.Program("/usr/bin/python3");
+        var info = new ProcessStartInfo(python)
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add(script);
+        foreach (string arg in args)
+            info.ArgumentList.Add(arg);
+        using var process = Process.Start(info)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        string stdout = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException("python3-libnbd failed: " + stderr.GetAwaiter().GetResult());
+        return stdout;
+    }
 }

@@ -233,8 +233,14 @@ internal sealed partial class Negotiator : IDisposable
     /// </summary>
     public async ValueTask GoAsync(bool async, NbdOption option, bool abortOnFailure, CancellationToken cancellationToken)
     {
-        if (Settings.RequestMetaContext && Export.StructuredReplies && Settings.MetaContexts.Count > 0)
-            await SetMetaContextAsync(async, Settings.MetaContexts, null, strict: false, cancellationToken).ConfigureAwait(false);
+        if (Settings.RequestMetaContext)
+        {
+            // Requesting afresh forgets any earlier selection, even when there is nothing to request (libnbd).
+            Export.MetaContexts.Clear();
+            Export.MetaValid = false;
+            if (Export.StructuredReplies && Settings.MetaContexts.Count > 0)
+                await SetMetaContextAsync(async, Settings.MetaContexts, null, strict: false, cancellationToken).ConfigureAwait(false);
+        }
 
         Export.ResetExport();
         int infos = (Settings.RequestBlockSize ? 1 : 0) + (Settings.FullInfo ? 2 : 0);
