@@ -1,5 +1,6 @@
 using System;
 using System.Buffers;
+using System.Collections.Generic;
 using NbdSharp.Engine;
 
 namespace NbdSharp;
@@ -151,6 +152,26 @@ public sealed unsafe partial class NbdHandle
         ArgumentNullException.ThrowIfNull(extent64);
         CommandEngine engine = Connected(call);
         Command cmd = PrepareBlockStatus(engine, call, count, offset, flags);
+        cmd.Extent64 = extent64;
+        return IssueAio(engine, cmd, call, completion, default);
+    }
+
+    /// <summary>Starts a filtered block status request (<c>nbd_aio_block_status_filter</c>); see <see cref="BlockStatusFilter"/>.</summary>
+    /// <param name="count">The length of interest.</param>
+    /// <param name="offset">The export offset.</param>
+    /// <param name="contexts">Negotiated context names to report.</param>
+    /// <param name="extent64">Called once per reported context.</param>
+    /// <param name="completion">Called once when the command completes; return 1 to retire it.</param>
+    /// <param name="flags"><see cref="CmdFlag.ReqOne"/>; <see cref="CmdFlag.PayloadLen"/> as in <see cref="BlockStatusFilter"/>.</param>
+    /// <returns>The command's cookie.</returns>
+    public long AioBlockStatusFilter(ulong count, ulong offset, IReadOnlyList<string> contexts, Extent64Callback extent64,
+        CompletionCallback? completion = null, CmdFlag flags = CmdFlag.None)
+    {
+        const string call = "nbd_aio_block_status_filter";
+        ArgumentNullException.ThrowIfNull(contexts);
+        ArgumentNullException.ThrowIfNull(extent64);
+        CommandEngine engine = Connected(call);
+        Command cmd = PrepareBlockStatusFilter(engine, call, count, offset, contexts, flags);
         cmd.Extent64 = extent64;
         return IssueAio(engine, cmd, call, completion, default);
     }

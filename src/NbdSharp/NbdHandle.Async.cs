@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Threading;
 using System.Threading.Tasks;
 using NbdSharp.Engine;
@@ -218,6 +219,35 @@ public sealed unsafe partial class NbdHandle
         {
             CommandEngine engine = Connected(call);
             Command cmd = PrepareBlockStatus(engine, call, count, offset, flags);
+            cmd.Extent64 = extent64;
+            return IssueAsync(engine, cmd, call, default, cancellationToken);
+        }
+        catch (NbdException e)
+        {
+            return ValueTask.FromException(e);
+        }
+    }
+
+    /// <summary>Filtered block status (the Task form of <see cref="BlockStatusFilter"/>).</summary>
+    /// <param name="count">The length of interest.</param>
+    /// <param name="offset">The export offset.</param>
+    /// <param name="contexts">Negotiated context names to report.</param>
+    /// <param name="extent64">Called once per reported context, on the reader thread.</param>
+    /// <param name="flags"><see cref="CmdFlag.ReqOne"/>; <see cref="CmdFlag.PayloadLen"/> as in <see cref="BlockStatusFilter"/>.</param>
+    /// <param name="cancellationToken">Stops waiting.</param>
+    /// <returns>A task that completes with the command.</returns>
+    public ValueTask BlockStatusFilterAsync(ulong count, ulong offset, IReadOnlyList<string> contexts, Extent64Callback extent64,
+        CmdFlag flags = CmdFlag.None, CancellationToken cancellationToken = default)
+    {
+        const string call = "nbd_block_status_filter";
+        ArgumentNullException.ThrowIfNull(contexts);
+        ArgumentNullException.ThrowIfNull(extent64);
+        if (cancellationToken.IsCancellationRequested)
+            return ValueTask.FromCanceled(cancellationToken);
+        try
+        {
+            CommandEngine engine = Connected(call);
+            Command cmd = PrepareBlockStatusFilter(engine, call, count, offset, contexts, flags);
             cmd.Extent64 = extent64;
             return IssueAsync(engine, cmd, call, default, cancellationToken);
         }

@@ -1,4 +1,7 @@
 using System;
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Collections.Generic;
 using System.Globalization;
 using NbdSharp.Engine;
 using NbdSharp.Negotiation;
@@ -148,6 +151,29 @@ public sealed unsafe partial class NbdHandle
         ArgumentNullException.ThrowIfNull(extent64);
         CommandEngine engine = SyncEngine(call);
         Command cmd = PrepareBlockStatus(engine, call, count, offset, flags);
+        cmd.Extent64 = extent64;
+        RunSync(engine, cmd, call);
+    }
+
+    /// <summary>
+    /// Block status limited to some of the negotiated contexts (<c>nbd_block_status_filter</c>): the request carries
+    /// the contexts' ids as its payload, which needs extended headers and a server that accepts such payloads
+    /// (<see cref="CanBlockStatusPayload"/>).
+    /// </summary>
+    /// <param name="count">The length of interest.</param>
+    /// <param name="offset">The export offset.</param>
+    /// <param name="contexts">Negotiated context names to report (see <see cref="CanMetaContext"/>).</param>
+    /// <param name="extent64">Called once per reported context with the extents.</param>
+    /// <param name="flags"><see cref="CmdFlag.ReqOne"/>; <see cref="CmdFlag.PayloadLen"/> is managed automatically
+    /// unless <see cref="StrictFlag.AutoFlag"/> is cleared.</param>
+    public void BlockStatusFilter(ulong count, ulong offset, IReadOnlyList<string> contexts, Extent64Callback extent64,
+        CmdFlag flags = CmdFlag.None)
+    {
+        const string call = "nbd_block_status_filter";
+        ArgumentNullException.ThrowIfNull(contexts);
+        ArgumentNullException.ThrowIfNull(extent64);
+        CommandEngine engine = SyncEngine(call);
+        Command cmd = PrepareBlockStatusFilter(engine, call, count, offset, contexts, flags);
         cmd.Extent64 = extent64;
         RunSync(engine, cmd, call);
     }
@@ -308,6 +334,68 @@ public sealed unsafe partial class NbdHandle
             }
         }
         return Prepare(engine, call, NbdCommand.BlockStatus, flags, offset, count, Errno.EINVAL);
+    }
+
+    /// <summary>A block status whose payload names the negotiated contexts to report (libnbd's checks and wire rules).</summary>
+    private Command PrepareBlockStatusFilter(CommandEngine engine, string call, ulong count, ulong offset,
+        IReadOnlyList<string> contexts, CmdFlag flags)
+    {
+        CheckFlags(call, flags, BlockStatusFlags | CmdFlag.PayloadLen);
+        if ((_strict & StrictFlag.AutoFlag) != 0)
+        {
+            // The flag changes the wire format: follow what was negotiated rather than the caller.
+            if (!engine.ExtendedHeaders)
+                Throw(call, Errno.ENOTSUP, "server does not support extended headers");
+            flags |= CmdFlag.PayloadLen;
+        }
+        if (StrictCommands)
+        {
+            RequireFlag(call, TransmissionFlags.BlockStatusPayload, "the block status payload flag");
+            if ((flags & CmdFlag.PayloadLen) == 0)
+                Throw(call, Errno.EINVAL, "incorrect setting for PAYLOAD_LEN flag");
+        }
+
+        NegotiatedExport export = _export!;
+        int length = checked(8 + (4 * contexts.Count));
+        if (length > NbdProtocol.MaxRequestSize ||
+            ((_strict & StrictFlag.Payload) != 0 && (uint)length > export.PayloadMaximum))
+        {
+            Throw(call, Errno.ERANGE, "filter set too large");
+        }
+        byte[] payload = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(payload, count);
+            for (int i = 0; i < contexts.Count; i++)
+            {
+                string name = contexts[i] ?? throw new ArgumentException("a context name is null", nameof(contexts));
+                uint? id = null;
+                if (export.MetaValid)
+                {
+                    foreach (KeyValuePair<uint, string> negotiated in export.MetaContexts)
+                    {
+                        if (string.Equals(negotiated.Value, name, StringComparison.Ordinal))
+                        {
+                            id = negotiated.Key;
+                            break;
+                        }
+                    }
+                }
+                if (id == null)
+                    Throw(call, Errno.EINVAL, "context " + name + " not negotiated");
+                BinaryPrimitives.WriteUInt32BigEndian(payload.AsSpan(8 + (4 * i)), id.Value);
+            }
+            Command cmd = PrepareBlockStatus(engine, call, count, offset, flags & ~CmdFlag.PayloadLen);
+            cmd.WireFlags = (ushort)flags;
+            cmd.RequestPayload = payload;
+            cmd.RequestPayloadLength = length;
+            return cmd;
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(payload);
+            throw;
+        }
     }
 
     /// <summary>

@@ -230,7 +230,9 @@ public sealed class ScriptedConnection : IAsyncDisposable
         byte[] header = await ReadExactlyAsync(size).ConfigureAwait(false);
         if (!RequestHeader.TryRead(header, out RequestHeader request, out _))
             throw new InvalidDataException("client sent a bad request header");
-        byte[] payload = request.Type == NbdCommand.Write
+        // A write carries its data; with extended headers, any request flagged PAYLOAD_LEN carries a payload.
+        bool hasPayload = request.Type == NbdCommand.Write || (Extended && (request.Flags & 0x20) != 0);
+        byte[] payload = hasPayload
             ? await ReadExactlyAsync((int)request.Length).ConfigureAwait(false)
             : [];
         return new ScriptedRequest(request.Flags, (ushort)request.Type, request.Cookie, request.Offset, request.Length, payload);

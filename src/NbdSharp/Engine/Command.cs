@@ -69,6 +69,16 @@ internal sealed unsafe class Command : IValueTaskSource
 
     public CommandKind Kind;
 
+    /// <summary>
+    /// A request payload other than write data (the context ids of a filtered block status), rented from the
+    /// shared pool; the header's length field then carries its length while <see cref="Count"/> keeps the
+    /// length of interest that replies are checked against.
+    /// </summary>
+    public byte[]? RequestPayload;
+
+    /// <summary>The used length of <see cref="RequestPayload"/>.</summary>
+    public int RequestPayloadLength;
+
     /// <summary>The libnbd call name used in this command's error messages, e.g. <c>nbd_pread</c>.</summary>
     public string CallName = "";
     public CompletionCallback? Completion;
@@ -144,6 +154,12 @@ internal sealed unsafe class Command : IValueTaskSource
         Data = null;
         Pin = default;
         Kind = CommandKind.Sync;
+        if (RequestPayload != null)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(RequestPayload);
+            RequestPayload = null;
+        }
+        RequestPayloadLength = 0;
         CallName = "";
         Completion = null;
         Chunk = null;

@@ -109,7 +109,16 @@ internal sealed unsafe partial class CommandEngine
         if (_state != EngineState.Ready)
             return; // The connection died: the command is failed with the rest of those in flight.
         ulong payloadLength = cmd.Type == NbdCommand.Write ? cmd.Count : 0;
-        var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, cmd.Count);
+        ulong wireCount = cmd.Count;
+        byte* payloadData = cmd.Data;
+        if (cmd.RequestPayload != null)
+        {
+            // A filtered block status: the header's length is the payload's; it goes out only as PAYLOAD_LEN
+            // announces it, and only with extended headers (as libnbd).
+            wireCount = (ulong)cmd.RequestPayloadLength;
+            payloadLength = ExtendedHeaders && (cmd.WireFlags & (ushort)CmdFlag.PayloadLen) != 0 ? wireCount : 0;
+        }
+        var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
         Interlocked.Increment(ref _sending);
         try
         {
@@ -120,7 +129,9 @@ internal sealed unsafe partial class CommandEngine
             }
             else
             {
-                var payload = new ReadOnlySpan<byte>(cmd.Data, (int)payloadLength);
+                ReadOnlySpan<byte> payload = cmd.RequestPayload != null
+                    ? cmd.RequestPayload.AsSpan(0, (int)payloadLength)
+                    : new ReadOnlySpan<byte>(payloadData, (int)payloadLength);
                 if (_gatherTransport != null)
                 {
                     SendGathered(_sendBuffer.AsSpan(0, headerSize), payload);
