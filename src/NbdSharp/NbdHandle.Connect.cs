@@ -299,24 +299,18 @@ public sealed partial class NbdHandle
         if (parsed.Transport is NbdUriTransport.Tcp or NbdUriTransport.Vsock && socketPath != null)
             Throw(call, Errno.EINVAL, "socket parameter is incompatible with \"" + parsed.Scheme + ":\" (did you mean to use \"" +
                                       (parsed.Tls ? "nbds" : "nbd") + "+unix:///?socket=...\"?)");
-        foreach (var parameter in parsed.Query)
-        {
-            if (parameter.Key.Equals("tls-certificates", StringComparison.OrdinalIgnoreCase) ||
-                parameter.Key.Equals("tls-psk-file", StringComparison.OrdinalIgnoreCase))
-            {
-                if (!_uriAllowLocalFile)
-                    Throw(call, Errno.EPERM, "local file access (" + parameter.Key + ") is not allowed, call nbd_set_uri_allow_local_file to enable this");
-            }
-        }
         if (parsed.Tls)
             SetTls(TlsMode.Require);
+        int? nbdPort = ApplyUriQuery(call, parsed);
+        if (parsed.User != null)
+            SetTlsUsername(parsed.User);
         SetExportName(parsed.ExportName);
 
         Opener open;
         switch (parsed.Transport)
         {
             case NbdUriTransport.Tcp:
-                open = Tcp(parsed.Host ?? "localhost", (parsed.Port ?? Protocol.NbdProtocol.DefaultPort).ToString(System.Globalization.CultureInfo.InvariantCulture), call);
+                open = Tcp(parsed.Host ?? "localhost", (nbdPort ?? parsed.Port ?? Protocol.NbdProtocol.DefaultPort).ToString(System.Globalization.CultureInfo.InvariantCulture), call);
                 break;
             case NbdUriTransport.Unix:
                 open = Unix(socketPath!, call);
@@ -325,13 +319,82 @@ public sealed partial class NbdHandle
                 uint cid = 2;
                 if (parsed.Host != null && !uint.TryParse(parsed.Host, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out cid))
                     Throw(call, Errno.EINVAL, "cannot parse vsock CID from NBD URI: " + uri);
-                open = Vsock(cid, (uint)(parsed.Port ?? Protocol.NbdProtocol.DefaultPort), call);
+                open = Vsock(cid, (uint)(nbdPort ?? parsed.Port ?? Protocol.NbdProtocol.DefaultPort), call);
                 break;
             default:
                 Throw(call, Errno.ENOTSUP, "URI transport " + parsed.Scheme + " is not supported by NbdSharp");
                 return;
         }
         await ConnectCoreAsync(call, async, open, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The query parameters libnbd 1.24 understands, applied as the matching setters would: <c>tls-certificates</c>
+    /// and <c>tls-psk-file</c> (only with <see cref="SetUriAllowLocalFile"/>), <c>tls-hostname</c>,
+    /// <c>tls-username</c>, <c>tls-verify-peer</c>, <c>tls-priority</c> (only with <see cref="SetUriAllowTlsPriority"/>)
+    /// and <c>nbd-port</c>, whose value it returns. Others are ignored, as libnbd does.
+    /// </summary>
+    private int? ApplyUriQuery(string call, NbdUri parsed)
+    {
+        int? nbdPort = null;
+        foreach (var parameter in parsed.Query)
+        {
+            string value = parameter.Value;
+            switch (parameter.Key.ToLowerInvariant())
+            {
+                case "tls-certificates":
+                    RequireLocalFileAccess(call, "tls-certificates");
+                    SetTlsCertificates(value);
+                    break;
+                case "tls-psk-file":
+                    RequireLocalFileAccess(call, "tls-psk-file");
+                    SetTlsPskFile(value);
+                    break;
+                case "tls-hostname":
+                    SetTlsHostname(value);
+                    break;
+                case "tls-username":
+                    SetTlsUsername(value);
+                    break;
+                case "tls-verify-peer":
+                    SetTlsVerifyPeer(ParseUriBool(call, "tls-verify-peer", value));
+                    break;
+                case "tls-priority":
+                    if (!_uriAllowTlsPriority)
+                        Throw(call, Errno.EPERM, "tls-priority parameter is not allowed, call nbd_set_uri_allow_tls_priority to enable this");
+                    SetTlsPriority(value);
+                    break;
+                case "nbd-port":
+                    if (!int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int port) ||
+                        port is < 1 or > 65535)
+                    {
+                        Throw(call, Errno.EINVAL, "could not parse nbd-port parameter: " + value);
+                    }
+                    nbdPort = port;
+                    break;
+            }
+        }
+        return nbdPort;
+    }
+
+    private void RequireLocalFileAccess(string call, string parameter)
+    {
+        if (!_uriAllowLocalFile)
+            Throw(call, Errno.EPERM, "local file access (" + parameter + ") is not allowed, call nbd_set_uri_allow_local_file to enable this");
+    }
+
+    /// <summary>libnbd's spellings of a boolean URI parameter.</summary>
+    private static bool ParseUriBool(string call, string parameter, string value)
+    {
+        switch (value.ToLowerInvariant())
+        {
+            case "1" or "true" or "t" or "yes" or "y" or "on":
+                return true;
+            case "0" or "false" or "f" or "no" or "n" or "off":
+                return false;
+            default:
+                throw Error(call, Errno.EINVAL, "could not parse " + parameter + " parameter, expecting " + parameter + "=true|false");
+        }
     }
 
     /// <summary>
@@ -372,6 +435,8 @@ public sealed partial class NbdHandle
                 if (negotiator != null)
                     RecordHandshake(negotiator);
             }
+            if (negotiator != null && negotiator.Transport != transport)
+                negotiator.Transport.Dispose(); // the TLS layer over the connection
             negotiator?.Dispose();
             transport?.Dispose();
             _child?.Reap(ChildGrace, terminate: false);

@@ -55,9 +55,12 @@ public sealed partial class NbdHandle
     /// <returns>True.</returns>
     public static bool SupportsUri() => true;
 
-    /// <summary>Whether TLS is supported (<c>nbd_supports_tls</c>): not in this build yet.</summary>
-    /// <returns>False.</returns>
-    public static bool SupportsTls() => false;
+    /// <summary>
+    /// Whether TLS is supported (<c>nbd_supports_tls</c>): always, X.509 through the platform's TLS
+    /// (<see cref="System.Net.Security.SslStream"/>) and TLS-PSK through BouncyCastle.
+    /// </summary>
+    /// <returns>True.</returns>
+    public static bool SupportsTls() => true;
 
     /// <summary>
     /// The message of the most recent error on this thread (<c>nbd_get_error</c>), or null. Every

@@ -68,26 +68,21 @@ public sealed partial class NbdHandle
     public void AioOptAbort() => StartOption("nbd_aio_opt_abort", requireFixed: true, AbortBody, null, null);
 
     /// <summary>
-    /// Asks for TLS (<c>nbd_opt_starttls</c>). This build has no TLS yet, so, as libnbd built without GnuTLS,
-    /// this fails with ENOTSUP.
+    /// Asks for TLS and runs the TLS handshake with the handle's credentials (<c>nbd_opt_starttls</c>). Meant for
+    /// testing servers: <see cref="SetTls"/> with <see cref="TlsMode.Require"/> already negotiates TLS before opt mode
+    /// pauses, which is the safe way.
     /// </summary>
-    /// <returns>Whether TLS was negotiated.</returns>
-    public bool OptStarttls() => throw StarttlsUnsupported("nbd_opt_starttls");
+    /// <returns>True if TLS is now in use, false if the server refused (the connection stays in plaintext).</returns>
+    /// <exception cref="NbdException">The TLS handshake failed (the handle is then dead).</exception>
+    public bool OptStarttls() => RunOption("nbd_opt_starttls", requireFixed: true, StarttlsBody);
 
-    /// <summary>The aio form of <see cref="OptStarttls"/> (<c>nbd_aio_opt_starttls</c>); fails with ENOTSUP in this build.</summary>
-    /// <param name="completion">Would be called once with 0 or the errno.</param>
-    public void AioOptStarttls(CompletionCallback? completion = null) => throw StarttlsUnsupported("nbd_aio_opt_starttls");
+    /// <summary>The aio form of <see cref="OptStarttls"/> (<c>nbd_aio_opt_starttls</c>).</summary>
+    /// <param name="completion">Called once with 0 if TLS is in use, or the errno of the refusal or failure.</param>
+    public void AioOptStarttls(CompletionCallback? completion = null) =>
+        StartOption("nbd_aio_opt_starttls", requireFixed: true, StarttlsBody, completion, Refused);
 
-    private NbdException StarttlsUnsupported(string call)
-    {
-        lock (_stateLock)
-        {
-            CheckState(call, Allowed.Negotiating);
-            if (!_negotiator!.IsFixedNewstyle)
-                return Error(call, Errno.ENOTSUP, "server is not using fixed newstyle protocol");
-        }
-        return Error(call, Errno.ENOTSUP, "libnbd was compiled without TLS support");
-    }
+    private static ValueTask<bool> StarttlsBody(Negotiator negotiator, bool async, CancellationToken cancellationToken) =>
+        negotiator.StartTlsAsync(async, cancellationToken);
 
     /// <summary>Asks for structured replies (<c>nbd_opt_structured_reply</c>).</summary>
     /// <returns>True if the server accepted, false if it refused.</returns>

@@ -292,8 +292,10 @@ public sealed partial class NbdHandle
     }
 
     /// <summary>
-    /// Sets the TLS policy (<c>nbd_set_tls</c>). This build has no TLS yet (<see cref="SupportsTls"/> is
-    /// false), so, as libnbd built without GnuTLS, anything but <see cref="TlsMode.Disable"/> fails with ENOTSUP.
+    /// Sets the TLS policy (<c>nbd_set_tls</c>): <see cref="TlsMode.Disable"/> (the default) never asks for TLS;
+    /// <see cref="TlsMode.Allow"/> asks and continues in plaintext if the server refuses; <see cref="TlsMode.Require"/>
+    /// fails rather than continue without TLS. Credentials come from <see cref="SetTlsCertificates"/> (X.509) or
+    /// <see cref="SetTlsPskFile"/> (TLS-PSK).
     /// </summary>
     /// <param name="tls">The policy.</param>
     public void SetTls(TlsMode tls)
@@ -302,8 +304,6 @@ public sealed partial class NbdHandle
         CheckState(call, Allowed.Created);
         if (tls is < TlsMode.Disable or > TlsMode.Require)
             Throw(call, Errno.EINVAL, "tls: invalid value for parameter: " + ((int)tls).ToString(System.Globalization.CultureInfo.InvariantCulture));
-        if (tls != TlsMode.Disable && !SupportsTls())
-            Throw(call, Errno.ENOTSUP, "libnbd was compiled without TLS support");
         _tls = tls;
     }
 
@@ -361,6 +361,7 @@ public sealed partial class NbdHandle
                 RequestMetaContext = _requestMetaContext,
                 HandshakeFlags = _handshakeFlags,
                 Tls = _tls,
+                TlsCredentials = CaptureTlsCredentials(),
                 MetaContexts = _metaContexts.ToArray(),
             };
         }

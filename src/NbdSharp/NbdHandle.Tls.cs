@@ -100,4 +100,19 @@ public sealed partial class NbdHandle
         CheckState("nbd_set_uri_allow_tls_priority", Allowed.Created);
         _uriAllowTlsPriority = allow;
     }
+
+    private Tls.TlsCredentials CaptureTlsCredentials()
+    {
+        string? host = _endpoint.Kind == Transport.EndpointKind.Tcp ? _endpoint.Host : null;
+        return new Tls.TlsCredentials
+        {
+            CertificatesDirectory = _tlsCertificates,
+            VerifyPeer = _tlsVerifyPeer,
+            Username = GetTlsUsername(),
+            PskFile = _tlsPskFile,
+            VerifyHostname = _tlsHostname ?? host,
+            ServerName = host,
+            Priority = GetTlsPriority(),
+        };
+    }
 }

@@ -1,7 +1,5 @@
 using System;
 using System.Buffers.Binary;
-using System.Net;
-using System.Net.Sockets;
 using System.Threading.Tasks;
 using NbdSharp.Testing;
 using Xunit;
@@ -11,28 +9,7 @@ namespace NbdSharp.InteropTests;
 /// <summary>Connecting over TCP and Unix sockets and through every URI form, synchronously and as tasks.</summary>
 public class ConnectTests
 {
-    private static int FreePort()
-    {
-        using var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        return ((IPEndPoint)probe.LocalEndpoint).Port;
-    }
-
-    private static ServerProcess NbdkitOnTcp(out int port, params string[] plugin)
-    {
-        for (int attempt = 0; ; attempt++)
-        {
-            port = FreePort();
-            try
-            {
-                return Peers.NbdkitTcp(port, plugin);
-            }
-            catch (InvalidOperationException) when (attempt < 3)
-            {
-                // The port was taken between probing and binding: try another.
-            }
-        }
-    }
+    private static ServerProcess NbdkitOnTcp(out int port, params string[] plugin) => Peers.NbdkitOnFreePort(out port, plugin);
 
     [Fact]
     public async Task Tcp_AllForms()
@@ -67,7 +44,7 @@ public class ConnectTests
     [Fact]
     public void Tcp_ConnectionRefused_IsEconnrefused()
     {
-        int port = FreePort();
+        int port = Peers.FreePort();
         using var h = new NbdHandle();
         var e = Assert.Throws<NbdException>(() => h.ConnectUri($"nbd://127.0.0.1:{port}/"));
         Assert.Equal(Errno.ECONNREFUSED, e.Errno);

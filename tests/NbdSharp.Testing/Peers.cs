@@ -29,6 +29,31 @@ public static class Peers
         return ServerProcess.StartTcp(dir, port, pidFile, program, all);
     }
 
+    /// <summary>A loopback TCP port nobody listens on at the moment.</summary>
+    public static int FreePort()
+    {
+        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        return ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+    }
+
+    /// <summary>As <see cref="NbdkitTcp"/> on a free loopback port, which it returns in <paramref name="port"/>.</summary>
+    public static ServerProcess NbdkitOnFreePort(out int port, params string[] args)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            port = FreePort();
+            try
+            {
+                return NbdkitTcp(port, args);
+            }
+            catch (System.InvalidOperationException) when (attempt < 3)
+            {
+                // The port was taken between probing and binding: try another.
+            }
+        }
+    }
+
     /// <summary>Starts qemu-nbd on the image <paramref name="prepare"/> creates in the server's folder.</summary>
     /// <param name="format">raw or qcow2.</param>
     /// <param name="prepare">Creates the image: gets the folder, returns the image path.</param>

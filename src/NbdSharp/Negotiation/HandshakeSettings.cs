@@ -13,6 +13,7 @@ internal sealed class HandshakeSettings
     public bool RequestMetaContext { get; init; } = true;
     public HandshakeFlag HandshakeFlags { get; init; } = HandshakeFlag.Mask;
     public TlsMode Tls { get; init; }
+    public Tls.TlsCredentials? TlsCredentials { get; init; }
     public IReadOnlyList<string> MetaContexts { get; init; } = [];
 }
 

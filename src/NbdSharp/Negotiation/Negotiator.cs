@@ -23,7 +23,7 @@ internal sealed partial class Negotiator : IDisposable
     /// <summary>Option reply payloads up to this size are read; longer informational ones are skipped.</summary>
     private const int ReplyBufferSize = 8192;
 
-    private readonly Transport.Transport _transport;
+    private Transport.Transport _transport;
     private readonly DebugLog _log;
     private string _call;
     /// <summary>Holds the message being parsed (an option reply and its payload, the greeting...).</summary>
@@ -93,7 +93,7 @@ internal sealed partial class Negotiator : IDisposable
             return false;
         }
         if (Settings.Tls != TlsMode.Disable)
-            throw Fail(Errno.ENOTSUP, "handshake: TLS is not supported by this build of NbdSharp yet");
+            await StartTlsAsync(async, cancellationToken).ConfigureAwait(false);
         if (Settings.RequestExtendedHeaders)
             await ExtendedHeadersAsync(async, cancellationToken).ConfigureAwait(false);
         if (Settings.RequestStructuredReplies && !Export.StructuredReplies)
@@ -148,6 +148,52 @@ internal sealed partial class Negotiator : IDisposable
         // The client flags have no reply: they go out together with the first option.
         PutUInt32((uint)agreed);
         return true;
+    }
+
+    /// <summary>
+    /// NBD_OPT_STARTTLS, then the TLS handshake on the same connection. Returns whether TLS is now in use; a server
+    /// that refuses leaves the connection in plaintext, unless TLS is required, in which case the handshake is
+    /// abandoned with ENOTSUP (libnbd). Everything negotiated before TLS is forgotten, as the spec requires.
+    /// </summary>
+    public async ValueTask<bool> StartTlsAsync(bool async, CancellationToken cancellationToken)
+    {
+        BeginOption(NbdOption.StartTls, 0);
+        await FlushAsync(async, cancellationToken).ConfigureAwait(false);
+        OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.StartTls, cancellationToken).ConfigureAwait(false);
+        if (reply.Type == OptionReplyType.Ack)
+        {
+            if (Export.TlsNegotiated)
+                throw Fail(Errno.EPROTO, "handshake: unable to support server accepting TLS twice");
+            // Anything after the reply would have been injected in plaintext (CVE-2021-3716's kind): refuse it.
+            if (_inputEnd > _inputStart)
+                throw Fail(Errno.EPROTO, "handshake: server sent unencrypted data after accepting NBD_OPT_STARTTLS");
+            Export.ResetExport();
+            Export.StructuredReplies = false;
+            Export.ExtendedHeaders = false;
+            Export.MetaValid = false;
+            Export.MetaContexts.Clear();
+            try
+            {
+                _transport = await Tls.TlsUpgrade.StartAsync(_transport, Settings.TlsCredentials ?? new Tls.TlsCredentials(), async,
+                    cancellationToken).ConfigureAwait(false);
+            }
+            catch (Tls.TlsFailure e)
+            {
+                throw Fail(e.Errno, e.Message, e);
+            }
+            Export.TlsNegotiated = true;
+            Debug("connection is using TLS");
+            return true;
+        }
+        RequireError(reply);
+        string refusal = DescribeOptionError(reply, out _);
+        if (Settings.Tls == TlsMode.Require)
+        {
+            await AbortAsync(async, cancellationToken).ConfigureAwait(false);
+            throw Fail(Errno.ENOTSUP, "handshake: server refused TLS, but handle TLS setting is 'require' (2)");
+        }
+        Debug("server refused TLS (" + refusal + "); continuing with unencrypted connection");
+        return false;
     }
 
     /// <summary>NBD_OPT_EXTENDED_HEADERS. Returns whether the server accepted (which implies structured replies).</summary>

@@ -6,56 +6,115 @@ using System.Threading.Tasks;
 namespace NbdSharp.Transport;
 
 /// <summary>
-/// A transport over any full-duplex <see cref="Stream"/> (for example an <see cref="System.Net.Security.SslStream"/>
-/// or an in-memory pipe). It cannot send without blocking, so the engine keeps a reader running while it sends.
+/// A transport over a full-duplex <see cref="Stream"/>: a TLS stream (<see cref="System.Net.Security.SslStream"/>, or
+/// BouncyCastle's for TLS-PSK) over the socket, or an in-memory pipe. One receive and one send may run at once.
+/// It cannot send without blocking, so the engine keeps a reader running while it sends.
 /// </summary>
+/// <remarks>
+/// A TLS stream holds decrypted bytes that poll(2) on the socket cannot see, so waiting for readability with a
+/// timeout (<see cref="WaitReadable"/>, for <c>Poll</c>) starts a read into a look-ahead buffer and waits for it;
+/// the next receive takes those bytes first. Only the thread holding the reader role does either.
+/// </remarks>
 internal sealed class StreamTransport : Transport
 {
+    private const int LookAheadSize = 16 * 1024;
+
     private readonly Stream _stream;
     private readonly Transport? _inner;
+    private readonly Action? _closeWrites;
+    private Task<int>? _pendingRead;
+    private byte[]? _lookAhead;
+    private int _aheadStart;
+    private int _aheadEnd;
+    private int _shutdown;
 
     /// <param name="stream">The stream, owned by this transport.</param>
     /// <param name="inner">A transport under the stream (e.g. the socket under TLS), shut down and disposed with it.</param>
-    public StreamTransport(Stream stream, Transport? inner = null)
+    /// <param name="closeWrites">Ends the stream's sending side cleanly (TLS close_notify) before the inner half-close.</param>
+    public StreamTransport(Stream stream, Transport? inner = null, Action? closeWrites = null)
     {
         _stream = stream;
         _inner = inner;
+        _closeWrites = closeWrites;
     }
 
     public Stream Stream => _stream;
 
     public override int FileDescriptor => _inner?.FileDescriptor ?? -1;
 
+    public override bool CanPoll => true;
+
     public override int Receive(Span<byte> buffer)
     {
+        if (TakeLookAhead(buffer, out int taken))
+            return taken;
         try
         {
             return _stream.Read(buffer);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
             throw Translate("recv", e);
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
         }
     }
 
     public override async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
+        if (_pendingRead != null)
+            await _pendingRead.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (TakeLookAhead(buffer.Span, out int taken))
+            return taken;
         try
         {
             return await _stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
             throw Translate("recv", e);
         }
-        catch (ObjectDisposedException e)
+    }
+
+    /// <summary>Copies look-ahead bytes (finishing a pending look-ahead read first); false when there are none.</summary>
+    private bool TakeLookAhead(Span<byte> buffer, out int taken)
+    {
+        taken = 0;
+        if (_pendingRead is { } pending)
         {
-            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
+            _pendingRead = null;
+            int n;
+            try
+            {
+                n = pending.GetAwaiter().GetResult();
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+            {
+                throw Translate("recv", e);
+            }
+            _aheadStart = 0;
+            _aheadEnd = n;
+            if (n == 0)
+                return true; // end of stream
         }
+        if (_aheadEnd == _aheadStart)
+            return false;
+        taken = Math.Min(buffer.Length, _aheadEnd - _aheadStart);
+        _lookAhead.AsSpan(_aheadStart, taken).CopyTo(buffer);
+        _aheadStart += taken;
+        return true;
+    }
+
+    public override bool WaitReadable(int timeoutMs)
+    {
+        if (_aheadEnd > _aheadStart)
+            return true;
+        if (_pendingRead == null)
+        {
+            _lookAhead ??= new byte[LookAheadSize];
+            _aheadStart = _aheadEnd = 0;
+            _pendingRead = _stream.ReadAsync(_lookAhead, 0, _lookAhead.Length);
+        }
+        // A finished read (data, end of stream or an error) means a receive will not block.
+        return ((IAsyncResult)_pendingRead).AsyncWaitHandle.WaitOne(timeoutMs);
     }
 
     public override void Send(ReadOnlySpan<byte> data)
@@ -65,13 +124,9 @@ internal sealed class StreamTransport : Transport
             _stream.Write(data);
             _stream.Flush();
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
             throw Translate("send", e);
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
         }
     }
 
@@ -82,22 +137,41 @@ internal sealed class StreamTransport : Transport
             await _stream.WriteAsync(data, cancellationToken).ConfigureAwait(false);
             await _stream.FlushAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
             throw Translate("send", e);
         }
-        catch (ObjectDisposedException e)
-        {
-            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
-        }
     }
 
-    private static TransportException Translate(string call, IOException e) =>
-        e.InnerException is System.Net.Sockets.SocketException se
-            ? new TransportException(SocketErrors.ToErrno(se), call + ": " + se.Message, e)
+    /// <summary>Keeps the errno of a transport failure under the stream; anything else is EIO.</summary>
+    private static TransportException Translate(string call, Exception e)
+    {
+        for (Exception? inner = e; inner != null; inner = inner.InnerException)
+        {
+            if (inner is TransportException transport)
+                return new TransportException(transport.Errno, transport.Message, e);
+            if (inner is System.Net.Sockets.SocketException socket)
+                return new TransportException(SocketErrors.ToErrno(socket), call + ": " + socket.Message, e);
+        }
+        return e is ObjectDisposedException
+            ? new TransportException(Errno.ENOTCONN, call + ": connection closed", e)
             : new TransportException(Errno.EIO, call + ": " + e.Message, e);
+    }
 
-    public override void ShutdownSend() => _inner?.ShutdownSend();
+    public override void ShutdownSend()
+    {
+        if (Interlocked.Exchange(ref _shutdown, 1) != 0)
+            return;
+        try
+        {
+            _closeWrites?.Invoke();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The peer may already be gone; the half-close below still tells it we are done.
+        }
+        _inner?.ShutdownSend();
+    }
 
     public override void Abort()
     {
@@ -112,7 +186,15 @@ internal sealed class StreamTransport : Transport
         if (disposing)
         {
             _inner?.Abort();
-            _stream.Dispose();
+            try
+            {
+                _stream.Dispose();
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+            {
+                // A TLS stream may try to say goodbye on a connection that is already gone.
+            }
+            _pendingRead?.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
             _inner?.Dispose();
         }
     }
