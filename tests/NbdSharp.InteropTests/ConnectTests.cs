@@ -85,6 +85,49 @@ public class ConnectTests
     }
 
     [Fact]
+    public void UriQuery_ParametersActAsTheirSetters()
+    {
+        using ServerProcess server = NbdkitOnTcp(out int port, "pattern", "1M");
+        // nbd-port overrides the authority's port; the user part and tls-* set the TLS settings even without TLS.
+        using (var h = new NbdHandle())
+        {
+            h.ConnectUri($"nbd://bob@127.0.0.1:1/?nbd-port={port}&tls-hostname=disk.example&tls-username=carol&tls-verify-peer=no");
+            Assert.Equal(1 << 20, h.GetSize());
+            Assert.Equal("disk.example", h.GetTlsHostname());
+            Assert.Equal("bob", h.GetTlsUsername()); // the authority's user is applied after the query, as in libnbd
+            Assert.False(h.GetTlsVerifyPeer());
+            Assert.Equal(TlsMode.Disable, h.GetTls());
+        }
+        using (var h = new NbdHandle())
+        {
+            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUri($"nbd://127.0.0.1:{port}/?tls-verify-peer=maybe"));
+            Assert.Equal(Errno.EINVAL, e.Errno);
+            Assert.Contains("expecting tls-verify-peer=true|false", e.Message, StringComparison.Ordinal);
+        }
+        using (var h = new NbdHandle())
+            Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.ConnectUri($"nbd://127.0.0.1/?nbd-port=70000")).Errno);
+        using (var h = new NbdHandle())
+            Assert.Equal(Errno.EPERM, Assert.Throws<NbdException>(() => h.ConnectUri($"nbd://127.0.0.1:{port}/?tls-priority=NORMAL")).Errno);
+        // vsock URIs: a CID must be a number, and the transport can be refused.
+        using (var h = new NbdHandle())
+        {
+            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUri("nbd+vsock://host/"));
+            Assert.Equal(Errno.EINVAL, e.Errno);
+            Assert.Contains("vsock CID", e.Message, StringComparison.Ordinal);
+        }
+        using (var h = new NbdHandle())
+        {
+            h.SetUriAllowTransports(AllowTransport.Tcp | AllowTransport.Unix);
+            Assert.Equal(Errno.EPERM, Assert.Throws<NbdException>(() => h.ConnectUri("nbds+vsock://1:10809/")).Errno);
+        }
+        using (var h = new NbdHandle())
+        {
+            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUri("ftp://example.com/"));
+            Assert.Equal(Errno.EINVAL, e.Errno);
+        }
+    }
+
+    [Fact]
     public async Task AsyncForms_OfCallbackCommands()
     {
         using ServerProcess server = Peers.Nbdkit("sparse-random", "16M", "seed=7", "percent=50");

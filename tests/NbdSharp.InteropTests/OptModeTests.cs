@@ -276,4 +276,99 @@ public class OptModeTests
         Assert.Equal(Errno.ENOTSUP, Assert.Throws<NbdException>(() =>
             h.BlockStatus(65536, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0)).Errno);
     }
+
+    /// <summary>Runs an aio option to its completion callback and returns the error it was given.</summary>
+    private static int Complete(NbdHandle h, Action<CompletionCallback> start)
+    {
+        int result = -1;
+        start((ref int error) =>
+        {
+            result = error;
+            return 1;
+        });
+        while (result == -1)
+            h.Poll(-1);
+        return result;
+    }
+
+    [Fact]
+    public void RemainingAioOptions_AgainstQemuNbd()
+    {
+        using ServerProcess server = Peers.QemuNbd("qcow2", QemuImages.WithBitmap, "-B", "b0", "-A");
+        using var h = new NbdHandle();
+        h.SetOptMode(true);
+        h.SetRequestStructuredReplies(false);
+        h.SetRequestExtendedHeaders(false);
+        h.ConnectUnix(server.Socket);
+
+        // qemu 7.2 predates extended headers: the refusal reaches the callback as ENOTSUP.
+        Assert.Equal(Errno.ENOTSUP, Complete(h, c => h.AioOptExtendedHeaders(c)));
+        Assert.Equal(0, Complete(h, c => h.AioOptStructuredReply(c)));
+        Assert.True(h.GetStructuredRepliesNegotiated());
+
+        var listed = new List<string>();
+        h.AddMetaContext(MetaContext.QemuDirtyBitmap + "b0");
+        Assert.Equal(0, Complete(h, c => h.AioOptListMetaContext(name =>
+        {
+            listed.Add(name);
+            return 0;
+        }, c)));
+        Assert.Equal(["qemu:dirty-bitmap:b0"], listed);
+
+        listed.Clear();
+        Assert.Equal(0, Complete(h, c => h.AioOptListMetaContextQueries([MetaContext.NamespaceBase], name =>
+        {
+            listed.Add(name);
+            return 0;
+        }, c)));
+        Assert.Equal([MetaContext.BaseAllocation], listed);
+
+        listed.Clear();
+        Assert.Equal(0, Complete(h, c => h.AioOptSetMetaContext(name =>
+        {
+            listed.Add(name);
+            return 0;
+        }, c)));
+        Assert.Equal(["qemu:dirty-bitmap:b0"], listed);
+
+        listed.Clear();
+        Assert.Equal(2, h.OptSetMetaContextQueries([MetaContext.QemuAllocationDepth, MetaContext.BaseAllocation], name =>
+        {
+            listed.Add(name);
+            return 0;
+        }));
+        listed.Sort(StringComparer.Ordinal);
+        Assert.Equal([MetaContext.BaseAllocation, MetaContext.QemuAllocationDepth], listed);
+
+        // Keep that selection through GO; the handle reports exactly it.
+        h.SetRequestMetaContext(false);
+        Assert.False(h.GetRequestMetaContext());
+        h.OptGo();
+        Assert.True(h.CanMetaContext(MetaContext.QemuAllocationDepth));
+        Assert.True(h.CanMetaContext(MetaContext.BaseAllocation));
+        Assert.False(h.CanMetaContext("qemu:dirty-bitmap:b0"));
+    }
+
+    [Fact]
+    public void RequestBlockSize_AsksForTheConstraints_OnlyWhenSet()
+    {
+        using ServerProcess server = Peers.Nbdkit("--filter=blocksize-policy", "memory", "1M",
+            "blocksize-minimum=4096", "blocksize-preferred=65536", "blocksize-maximum=262144");
+        using (var h = new NbdHandle())
+        {
+            Assert.True(h.GetRequestBlockSize());
+            h.ConnectUnix(server.Socket);
+            Assert.Equal(4096, h.GetBlockSize(SizeKind.Minimum));
+            Assert.Equal(65536, h.GetBlockSize(SizeKind.Preferred));
+            Assert.Equal(262144, h.GetBlockSize(SizeKind.Maximum));
+        }
+        using (var h = new NbdHandle())
+        {
+            h.SetRequestBlockSize(false);
+            Assert.False(h.GetRequestBlockSize());
+            h.ConnectUnix(server.Socket);
+            Assert.Equal(0, h.GetBlockSize(SizeKind.Minimum));
+            Assert.Equal(0, h.GetBlockSize(SizeKind.Maximum));
+        }
+    }
 }

@@ -342,4 +342,55 @@ public sealed class TlsTests : IDisposable
             Assert.Equal(i, BinaryPrimitives.ReadInt32BigEndian(back[i]));
         Assert.True(h.StatsBytesSent() > (ulong)count * 32 * 1024);
     }
+
+    [Fact]
+    public void Priority_RestrictsVersions_AndTheUriNeedsConsent()
+    {
+        using ServerProcess server = X509Server();
+        using (var h = new NbdHandle())
+        {
+            h.SetTls(TlsMode.Require);
+            h.SetTlsCertificates(_files.TrustOnlyDirectory);
+            h.SetTlsPriority("NORMAL:-VERS-ALL:+VERS-TLS1.2");
+            h.ConnectUnix(server.Socket);
+            Assert.True(h.GetTlsNegotiated());
+            RoundTrip(h);
+        }
+        using (var h = new NbdHandle())
+        {
+            h.SetTls(TlsMode.Require);
+            h.SetTlsCertificates(_files.TrustOnlyDirectory);
+            h.SetTlsPriority("BOGUS");
+            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            Assert.Equal(Errno.EINVAL, e.Errno);
+            Assert.Contains("BOGUS", e.Message, StringComparison.Ordinal);
+        }
+        string uri = $"nbds+unix:///?socket={server.Socket}&tls-certificates={_files.TrustOnlyDirectory}&tls-priority=NORMAL:-VERS-TLS1.3";
+        using (var h = new NbdHandle())
+        {
+            h.SetUriAllowLocalFile(true);
+            Assert.Equal(Errno.EPERM, Assert.Throws<NbdException>(() => h.ConnectUri(uri)).Errno);
+        }
+        using (var h = new NbdHandle())
+        {
+            h.SetUriAllowLocalFile(true);
+            h.SetUriAllowTlsPriority(true);
+            h.ConnectUri(uri);
+            Assert.Equal("NORMAL:-VERS-TLS1.3", h.GetTlsPriority());
+            Assert.True(h.GetTlsNegotiated());
+        }
+    }
+
+    [Fact]
+    public void VerifyPeerOff_AcceptsAnUnknownAuthority()
+    {
+        using ServerProcess server = X509Server();
+        using var h = new NbdHandle();
+        h.SetTls(TlsMode.Require);
+        h.SetTlsCertificates(_files.WrongAuthorityDirectory);
+        h.SetTlsVerifyPeer(false);
+        h.ConnectUnix(server.Socket);
+        Assert.True(h.GetTlsNegotiated());
+        Assert.Contains("tls-verify-peer=false", h.GetUri(), StringComparison.Ordinal);
+    }
 }

@@ -161,12 +161,27 @@ public class TransportTests
     }
 
     [Fact]
+    public async Task AdoptedSocket_Async_OverTcp()
+    {
+        using ServerProcess server = Peers.NbdkitOnFreePort(out int port, "pattern", "1M");
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, port);
+        await using var h = new NbdHandle();
+        await h.ConnectSocketAsync(socket);
+        byte[] buffer = new byte[8];
+        await h.PreadAsync(buffer, 8192);
+        Assert.Equal(8192UL, BinaryPrimitives.ReadUInt64BigEndian(buffer));
+    }
+
+    [Fact]
     public void AioConnect_AllTransports_ProgressThroughPoll()
     {
         using ServerProcess server = Peers.Nbdkit("memory", "1M");
+        using ServerProcess tcp = Peers.NbdkitOnFreePort(out int port, "memory", "1M");
         Action<NbdHandle>[] starts =
         [
             h => h.AioConnectUri(server.Uri),
+            h => h.AioConnectTcp("127.0.0.1", port.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             h => h.AioConnectUnix(server.Socket),
             h => h.AioConnect(new UnixDomainSocketEndPoint(server.Socket)),
             h =>
@@ -240,6 +255,14 @@ public class TransportTests
                             (connect.Exception?.InnerException?.Message ?? "connect timed out"));
             Assert.Equal(1 << 20, h.GetSize());
             Assert.Equal($"nbd+vsock://1:{port}/", h.GetUri());
+            using var viaUri = new NbdHandle();
+            viaUri.ConnectUri($"nbd+vsock://1:{port}/");
+            Assert.Equal(1 << 20, viaUri.GetSize());
+            using var viaAio = new NbdHandle();
+            viaAio.AioConnectVsock(1, port);
+            while (viaAio.AioIsConnecting())
+                viaAio.Poll(-1);
+            Assert.True(viaAio.AioIsReady());
         }
         finally
         {
