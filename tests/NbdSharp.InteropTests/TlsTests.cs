@@ -393,4 +393,33 @@ public sealed class TlsTests : IDisposable
         Assert.True(h.GetTlsNegotiated());
         Assert.Contains("tls-verify-peer=false", h.GetUri(), StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ServerDeath_FailsTheCommand_WithAConnectionErrno(bool psk)
+    {
+        using ServerProcess server = psk ? PskServer() : X509Server();
+        using var h = new NbdHandle();
+        h.SetTls(TlsMode.Require);
+        if (psk)
+        {
+            h.SetTlsPskFile(_files.PskFile);
+            h.SetTlsUsername("alice");
+        }
+        else
+        {
+            h.SetTlsCertificates(_files.TrustOnlyDirectory);
+        }
+        h.ConnectUnix(server.Socket);
+        RoundTrip(h);
+        server.Signal(Native.SIGKILL);
+        NbdException e = Assert.ThrowsAny<NbdException>(() =>
+        {
+            for (int i = 0; i < 100; i++)
+                h.Pread(new byte[4096], 0);
+        });
+        Assert.True(e.Errno is Errno.ENOTCONN or Errno.ECONNRESET or Errno.EPIPE, e.ToString());
+        Assert.True(h.AioIsDead());
+    }
 }
