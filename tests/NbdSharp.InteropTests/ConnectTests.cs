@@ -85,6 +85,28 @@ public class ConnectTests
     }
 
     [Fact]
+    public void Ipv6Literal_InUriAndConnectTcp()
+    {
+        if (!System.Net.Sockets.Socket.OSSupportsIPv6)
+            Assert.Skip("this machine has no IPv6");
+        int port = Peers.FreePort();
+        using ServerProcess server = Peers.NbdkitTcpOn("::1", port, "pattern", "1M");
+        using (var h = new NbdHandle())
+        {
+            h.ConnectUri($"nbd://[::1]:{port}/");
+            Assert.Equal(1 << 20, h.GetSize());
+            Assert.Equal($"nbd://[::1]:{port}/", h.GetUri());
+        }
+        using (var h = new NbdHandle())
+        {
+            h.ConnectTcp("::1", port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            byte[] buffer = new byte[8];
+            h.Pread(buffer, 512);
+            Assert.Equal(512UL, BinaryPrimitives.ReadUInt64BigEndian(buffer));
+        }
+    }
+
+    [Fact]
     public void UriQuery_ParametersActAsTheirSetters()
     {
         using ServerProcess server = NbdkitOnTcp(out int port, "pattern", "1M");

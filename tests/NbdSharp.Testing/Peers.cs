@@ -18,12 +18,15 @@ public static class Peers
     }
 
     /// <summary>Starts <c>nbdkit -f -i 127.0.0.1 -p PORT --exit-with-parent ARGS...</c> (TCP on loopback only).</summary>
-    public static ServerProcess NbdkitTcp(int port, params string[] args)
+    public static ServerProcess NbdkitTcp(int port, params string[] args) => NbdkitTcpOn("127.0.0.1", port, args);
+
+    /// <summary>Starts <c>nbdkit -f -i ADDRESS -p PORT --exit-with-parent ARGS...</c>.</summary>
+    public static ServerProcess NbdkitTcpOn(string address, int port, params string[] args)
     {
         string program = Requires.Program("nbdkit");
         var dir = new TempDirectory();
         string pidFile = dir.File("nbdkit.pid");
-        var all = new List<string> { "-f", "-i", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        var all = new List<string> { "-f", "-i", address, "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "-P", pidFile, "--exit-with-parent" };
         all.AddRange(args);
         return ServerProcess.StartTcp(dir, port, pidFile, program, all);
