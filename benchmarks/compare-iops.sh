@@ -2,24 +2,27 @@
 # compare-iops.sh - libnbd's iops client (C, libnbd) and NbdSharp's nbd-iops (C#, Native AOT) side by side, on the
 # same nbdkit servers, in one run, interleaved A B A B, reporting medians and the NbdSharp/libnbd ratio.
 #
-# Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N]
+# Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N] [--only REGEX]
 #   --reps N      repetitions of every row per client (default 5)
 #   --secs S      duration of one fixed-duration repetition (default 2)
 #   --connects N  connections per connect repetition (default 1000)
+#   --only REGEX  run only the rows whose label matches (bash regex), e.g. --only TLS
 #
 # Rows (4 KiB blocks): random reads at queue depth 1, 16, 64 (aio + poll loop) on `nbdkit memory 1G` (pre-filled)
 # and `null 1G`; random writes at QD 64; synchronous read latency; connect + handshake + shutdown against
 # `nbdkit -t 1`; and, as BASELINE.md recommends for steadier figures, QD1/QD64/latency with client and server
-# pinned to one CPU. Servers listen on Unix sockets in a private temp dir and are killed on exit.
-# Needs: nbdkit, libnbd-bin (nbdcopy), libnbd-dev, gcc, dotnet, util-linux (taskset).
+# pinned to one CPU; and the same over TLS (X.509 certificates made here with openssl, and TLS-PSK). Servers
+# listen on Unix sockets in a private temp dir and are killed on exit.
+# Needs: nbdkit, libnbd-bin (nbdcopy), libnbd-dev, gcc, dotnet, util-linux (taskset), openssl.
 set -euo pipefail
 export LC_ALL=C
-REPS=5 SECS=2 CONNECTS=1000
+REPS=5 SECS=2 CONNECTS=1000 ONLY=""
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
     --secs) SECS=$2; shift 2 ;;
     --connects) CONNECTS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare-iops.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -54,9 +57,26 @@ serve n1 -- null 1G
 serve c1 -- -t 1 memory 1G
 serve p1 taskset -c "$CPU" -- memory 1G
 serve pc1 taskset -c "$CPU" -- -t 1 memory 1G
+echo "making TLS certificates and a PSK key..." >&2
+mkdir -p "$T/srv" "$T/cli"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+  -keyout "$T/ca-key.pem" -out "$T/srv/ca-cert.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+  -keyout "$T/srv/server-key.pem" -out "$T/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$T/server.ext"
+openssl x509 -req -in "$T/server.csr" -CA "$T/srv/ca-cert.pem" -CAkey "$T/ca-key.pem" -CAcreateserial -days 2 \
+  -extfile "$T/server.ext" -out "$T/srv/server-cert.pem" 2>/dev/null
+cp "$T/srv/ca-cert.pem" "$T/cli/"
+echo "alice:$(openssl rand -hex 32)" > "$T/keys.psk"
+serve t1 -- --tls=require --tls-certificates="$T/srv" memory 1G
+serve k1 -- --tls=require --tls-psk="$T/keys.psk" memory 1G
+tls_uri() { echo "nbds+unix:///?socket=$T/t1.sock&tls-certificates=$T/cli&tls-hostname=localhost"; }
+psk_uri() { echo "nbds+unix://alice@/?socket=$T/k1.sock&tls-psk-file=$T/keys.psk"; }
 echo "pre-filling the memory exports..." >&2
 nbdcopy -- [ nbdkit pattern 1G ] "$(uri m1)"
 nbdcopy -- [ nbdkit pattern 1G ] "$(uri p1)"
+nbdcopy -- [ nbdkit pattern 1G ] "$(tls_uri)"
+nbdcopy -- [ nbdkit pattern 1G ] "$(psk_uri)"
 
 # value KEY LINE: the value of key=value in one output line
 value() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
@@ -66,6 +86,7 @@ printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp (nbd-iops) | NbdSharp /
 # row LABEL METRIC HIGHER_IS_BETTER ENV -- args... (client args after the URI)
 row() {
   local label=$1 metric=$2 better=$3 env=$4; shift 5
+  if [ -n "$ONLY" ] && ! [[ $label =~ $ONLY ]]; then return 0; fi
   local pin=()
   if [ "${1:-}" = "pin" ]; then pin=(taskset -c "$CPU"); shift; fi
   local a=() b=()
@@ -96,3 +117,10 @@ row "sync read latency, 1 CPU"    p50_us  low  "" -- pin "$(uri p1)" lat "$SECS"
 row "connect+handshake+shutdown"  per_s   high "" -- "$(uri c1)" connect "$CONNECTS"
 row "connect, no extended-headers round trip (as libnbd < 1.18)" per_s high "NBD_IOPS_EXTENDED_HEADERS=0" -- "$(uri c1)" connect "$CONNECTS"
 row "connect, 1 CPU, no extended-headers round trip" per_s high "NBD_IOPS_EXTENDED_HEADERS=0" -- pin "$(uri pc1)" connect "$CONNECTS"
+row "TLS X.509: read QD1"          iops    high "" -- "$(tls_uri)" read 1 "$SECS"
+row "TLS X.509: read QD64"         iops    high "" -- "$(tls_uri)" read 64 "$SECS"
+row "TLS X.509: write QD64"        iops    high "" -- "$(tls_uri)" write 64 "$SECS"
+row "TLS X.509: sync read latency" p50_us  low  "" -- "$(tls_uri)" lat "$SECS"
+row "TLS-PSK: read QD64"           iops    high "" -- "$(psk_uri)" read 64 "$SECS"
+row "TLS X.509: connect+handshake+shutdown" per_s high "" -- "$(tls_uri)" connect "$((CONNECTS / 10))"
+row "TLS-PSK: connect+handshake+shutdown" per_s high "" -- "$(psk_uri)" connect "$((CONNECTS / 10))"

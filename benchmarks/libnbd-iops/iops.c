@@ -169,6 +169,7 @@ static int run_connect (const char *uri, long count)
     double a = now ();
     struct nbd_handle *h = nbd_create ();
     if (!h) die ("nbd_create");
+    nbd_set_uri_allow_local_file (h, true);
     if (nbd_connect_uri (h, uri) == -1) die ("nbd_connect_uri");
     if (nbd_shutdown (h, 0) == -1) die ("nbd_shutdown");
     nbd_close (h);
@@ -204,6 +205,7 @@ int main (int argc, char *argv[])
 
   struct nbd_handle *h = nbd_create ();
   if (!h) die ("nbd_create");
+  nbd_set_uri_allow_local_file (h, true); /* as nbdinfo and nbdcopy: TLS files named in the URI */
   if (nbd_connect_uri (h, uri) == -1) die ("nbd_connect_uri");
 
   int r;

@@ -217,6 +217,18 @@ public sealed class TlsTests : IDisposable
             RoundTrip(h);
         }
 
+        // TLS 1.3 (an external PSK with an ECDHE key share) by default; TLS 1.2's PSK suites when 1.3 is ruled out.
+        using (var h = new NbdHandle())
+        {
+            h.SetTls(TlsMode.Require);
+            h.SetTlsPskFile(_files.PskFile);
+            h.SetTlsUsername("alice");
+            h.SetTlsPriority("NORMAL:-VERS-TLS1.3");
+            h.ConnectUnix(server.Socket);
+            Assert.True(h.GetTlsNegotiated());
+            RoundTrip(h);
+        }
+
         string wrong = _files.File("wrong.psk");
         File.WriteAllText(wrong, "alice:" + new string('0', 64) + "\n");
         using (var h = new NbdHandle())

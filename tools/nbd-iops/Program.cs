@@ -32,6 +32,7 @@ internal static class Program
         try
         {
             h.SetRequestExtendedHeaders(RequestExtendedHeaders);
+            h.SetUriAllowLocalFile(true); // as nbdinfo and nbdcopy: TLS files named in the URI
             h.ConnectUri(uri);
             return h;
         }

@@ -348,7 +348,9 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         try
         {
             int remaining = timeoutMs < 0 ? -1 : (int)Math.Max(0, deadline - Environment.TickCount64);
-            if (!HasBufferedData && _transport.CanPoll && !_transport.WaitReadable(remaining))
+            // Without a timeout there is nothing to wait for separately: the receive itself blocks (and over TLS a
+            // readiness wait would cost a look-ahead read on another thread).
+            if (remaining >= 0 && !HasBufferedData && _transport.CanPoll && !_transport.WaitReadable(remaining))
                 return 0;
             // One reply (or chunk) at least, then whatever else has already arrived.
             if (Step())

@@ -182,7 +182,7 @@ internal sealed partial class Negotiator : IDisposable
                 throw Fail(e.Errno, e.Message, e);
             }
             Export.TlsNegotiated = true;
-            Debug("connection is using TLS");
+            Debug("connection is using TLS: " + ((_transport as Transport.StreamTransport)?.Description ?? ""));
             return true;
         }
         RequireError(reply);

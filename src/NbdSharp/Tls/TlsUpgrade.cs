@@ -11,6 +11,7 @@ using System.Threading.Tasks;
 using NbdSharp.Transport;
 using Org.BouncyCastle.Security;
 using Org.BouncyCastle.Tls;
+using Org.BouncyCastle.Tls.Crypto;
 using Org.BouncyCastle.Tls.Crypto.Impl.BC;
 
 namespace NbdSharp.Tls;
@@ -58,6 +59,8 @@ internal static class TlsUpgrade
         };
         if (files.Client != null)
             options.ClientCertificates = [files.Client];
+        // With a ca-cert.pem, SslStream builds the one chain with it as the only anchor.
+        options.CertificateChainPolicy = files.ChainPolicy();
         var ssl = new SslStream(new TransportStream(inner), leaveInnerStreamOpen: false);
         try
         {
@@ -75,14 +78,17 @@ internal static class TlsUpgrade
             throw Handshake(e);
         }
         files.DisposeTrust();
-        return new StreamTransport(ssl, inner, () => ssl.ShutdownAsync().GetAwaiter().GetResult());
+        return new StreamTransport(ssl, inner, () => ssl.ShutdownAsync().GetAwaiter().GetResult())
+        {
+            Description = ssl.SslProtocol + ", " + ssl.NegotiatedCipherSuite + ", X.509",
+        };
     }
 
     private static async ValueTask<Transport.Transport> StartPskAsync(Transport.Transport inner, TlsCredentials credentials,
         SslProtocols protocols, bool async, CancellationToken cancellationToken)
     {
         byte[] key = PskFile.Lookup(credentials.PskFile!, credentials.Username);
-        var client = new PskClient(new BcTlsCrypto(new SecureRandom()), new BasicTlsPskIdentity(credentials.Username, key), protocols);
+        var client = new PskClient(new BcTlsCrypto(new SecureRandom()), credentials.Username, key, protocols);
         var protocol = new TlsClientProtocol(new TransportStream(inner));
         try
         {
@@ -113,7 +119,12 @@ internal static class TlsUpgrade
         {
             Array.Clear(key);
         }
-        return new StreamTransport(new PskStream(protocol), inner, protocol.Close);
+        SecurityParameters negotiated = client.Negotiated;
+        return new StreamTransport(new PskStream(protocol), inner, protocol.Close)
+        {
+            Description = negotiated.NegotiatedVersion + ", cipher suite 0x" +
+                          negotiated.CipherSuite.ToString("x4", CultureInfo.InvariantCulture) + ", PSK",
+        };
     }
 
     /// <summary>
@@ -163,14 +174,64 @@ internal static class TlsUpgrade
         return new TlsFailure(Errno.ECONNRESET, "TLS handshake failed: " + detail, e);
     }
 
-    /// <summary>A TLS-PSK client offering the versions the priority string allows (TLS 1.2 PSK suites).</summary>
-    private sealed class PskClient(BcTlsCrypto crypto, TlsPskIdentity identity, SslProtocols protocols) : PskTlsClient(crypto, identity)
+    /// <summary>
+    /// A TLS-PSK client: TLS 1.3 with the key as an external PSK and an ECDHE key share (what GnuTLS servers pick), or
+    /// TLS 1.2 with the PSK suites that keep forward secrecy, as the priority string allows.
+    /// </summary>
+    private sealed class PskClient : PskTlsClient
     {
+        private readonly SslProtocols _protocols;
+        private readonly byte[] _identity;
+        private readonly byte[] _key;
+
+        public PskClient(BcTlsCrypto crypto, string username, byte[] key, SslProtocols protocols)
+            : base(crypto, new BasicTlsPskIdentity(username, key))
+        {
+            _protocols = protocols;
+            _identity = System.Text.Encoding.UTF8.GetBytes(username);
+            _key = (byte[])key.Clone();
+        }
+
+        public SecurityParameters Negotiated => m_context.SecurityParameters;
+
+        private bool Allows(SslProtocols version) => _protocols == SslProtocols.None || (_protocols & version) != 0;
+
         protected override ProtocolVersion[] GetSupportedVersions()
         {
-            if (protocols != SslProtocols.None && (protocols & SslProtocols.Tls12) == 0)
-                throw new TlsFatalAlert(AlertDescription.protocol_version, "TLS-PSK is offered over TLS 1.2, which the priority string excludes");
-            return ProtocolVersion.TLSv12.Only();
+            var versions = new List<ProtocolVersion>();
+            if (Allows(SslProtocols.Tls13))
+                versions.Add(ProtocolVersion.TLSv13);
+            if (Allows(SslProtocols.Tls12))
+                versions.Add(ProtocolVersion.TLSv12);
+            return [.. versions];
+        }
+
+        /// <summary>AES-GCM first, which BouncyCastle runs on the CPU's AES instructions; no suite without (EC)DHE.</summary>
+        protected override int[] GetSupportedCipherSuites() =>
+        [
+            CipherSuite.TLS_AES_128_GCM_SHA256,
+            CipherSuite.TLS_AES_256_GCM_SHA384,
+            CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+            CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256,
+            CipherSuite.TLS_DHE_PSK_WITH_AES_128_GCM_SHA256,
+            CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
+            CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
+            CipherSuite.TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
+            CipherSuite.TLS_DHE_PSK_WITH_AES_256_GCM_SHA384,
+        ];
+
+        public override IList<TlsPskExternal> GetExternalPsks()
+        {
+            if (!Allows(SslProtocols.Tls13))
+                return [];
+            TlsSecret secret = Crypto.CreateSecret(_key);
+            return [new BasicTlsPskExternal(_identity, secret, PrfAlgorithm.tls13_hkdf_sha256)];
+        }
+
+        public override void NotifyHandshakeComplete()
+        {
+            base.NotifyHandshakeComplete();
+            Array.Clear(_key);
         }
     }
 
@@ -219,7 +280,25 @@ internal static class TlsUpgrade
             return files;
         }
 
-        /// <summary>Null if the server's certificate is acceptable, else why not.</summary>
+        /// <summary>The chain policy for SslStream: ca-cert.pem as the only trust anchor, or null for the system's.</summary>
+        public X509ChainPolicy? ChainPolicy()
+        {
+            if (_authorities == null)
+                return null;
+            var policy = new X509ChainPolicy
+            {
+                TrustMode = X509ChainTrustMode.CustomRootTrust,
+                RevocationMode = X509RevocationMode.NoCheck,
+            };
+            policy.CustomTrustStore.AddRange(_authorities);
+            return policy;
+        }
+
+        /// <summary>
+        /// Null if the server's certificate is acceptable, else why not. The chain was built by SslStream with
+        /// <see cref="ChainPolicy"/>; the name is checked here, against the TLS hostname only (none over a Unix
+        /// socket unless one was set), as libnbd does.
+        /// </summary>
         public string? Verify(TlsCredentials credentials, X509Certificate? certificate, X509Chain? presented, SslPolicyErrors errors)
         {
             if (!credentials.VerifyPeer)
@@ -227,26 +306,15 @@ internal static class TlsUpgrade
             if (certificate == null)
                 return "the server sent no certificate";
             X509Certificate2 leaf = certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
-            if (_authorities != null)
+            if ((errors & (SslPolicyErrors.RemoteCertificateChainErrors | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
             {
-                using var chain = new X509Chain();
-                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                chain.ChainPolicy.CustomTrustStore.AddRange(_authorities);
-                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                if (presented != null)
-                {
-                    foreach (X509ChainElement element in presented.ChainElements)
-                        chain.ChainPolicy.ExtraStore.Add(element.Certificate);
-                }
-                if (!chain.Build(leaf))
-                    return "not signed by a trusted authority in ca-cert.pem (" + Describe(chain) + ")";
-                if (Revoked(chain) is { } revoked)
-                    return revoked;
+                string detail = presented != null ? Describe(presented) : errors.ToString();
+                return _authorities != null
+                    ? "not signed by a trusted authority in ca-cert.pem (" + detail + ")"
+                    : "not signed by an authority the system trusts (" + detail + ")";
             }
-            else if ((errors & (SslPolicyErrors.RemoteCertificateChainErrors | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
-            {
-                return "not signed by an authority the system trusts (" + errors + ")";
-            }
+            if (presented != null && Revoked(presented) is { } revoked)
+                return revoked;
             if (credentials.VerifyHostname is { Length: > 0 } hostname && !leaf.MatchesHostname(hostname))
                 return "the certificate's names do not include \"" + hostname + "\"";
             return null;

@@ -40,6 +40,9 @@ internal sealed class StreamTransport : Transport
 
     public Stream Stream => _stream;
 
+    /// <summary>What the stream is, for debug messages (e.g. the TLS version and cipher suite).</summary>
+    public string Description { get; init; } = "";
+
     public override int FileDescriptor => _inner?.FileDescriptor ?? -1;
 
     public override bool CanPoll => true;
