@@ -162,16 +162,8 @@ public class OptModeTests
         Assert.Equal(0, listed);
         Assert.Equal(["a", "b"], exports);
 
-        int info = -1;
         h.SetExportName("nope");
-        h.AioOptInfo((ref int error) =>
-        {
-            info = error;
-            return 1;
-        });
-        while (info == -1)
-            h.Poll(-1);
-        Assert.Equal(Errno.ENOENT, info);
+        Assert.Equal(Errno.ENOENT, Exercise.Complete(h, c => h.AioOptInfo(c)));
         Assert.True(h.AioIsNegotiating());
 
         // Contexts belong to an export name: choose the name first.
@@ -192,16 +184,8 @@ public class OptModeTests
         Assert.Equal(0, set);
         Assert.Equal([MetaContext.BaseAllocation], contexts);
 
-        int go = -1;
         h.SetRequestMetaContext(false);
-        h.AioOptGo((ref int error) =>
-        {
-            go = error;
-            return 1;
-        });
-        while (go == -1)
-            h.Poll(-1);
-        Assert.Equal(0, go);
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptGo(c)));
         Assert.True(h.AioIsReady());
         // The context chosen by hand before going stays in force.
         Assert.True(h.CanMetaContext(MetaContext.BaseAllocation));
@@ -277,20 +261,6 @@ public class OptModeTests
             h.BlockStatus(65536, 0, (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0)).Errno);
     }
 
-    /// <summary>Runs an aio option to its completion callback and returns the error it was given.</summary>
-    private static int Complete(NbdHandle h, Action<CompletionCallback> start)
-    {
-        int result = -1;
-        start((ref int error) =>
-        {
-            result = error;
-            return 1;
-        });
-        while (result == -1)
-            h.Poll(-1);
-        return result;
-    }
-
     [Fact]
     public void RemainingAioOptions_AgainstQemuNbd()
     {
@@ -302,13 +272,13 @@ public class OptModeTests
         h.ConnectUnix(server.Socket);
 
         // qemu 7.2 predates extended headers: the refusal reaches the callback as ENOTSUP.
-        Assert.Equal(Errno.ENOTSUP, Complete(h, c => h.AioOptExtendedHeaders(c)));
-        Assert.Equal(0, Complete(h, c => h.AioOptStructuredReply(c)));
+        Assert.Equal(Errno.ENOTSUP, Exercise.Complete(h, c => h.AioOptExtendedHeaders(c)));
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptStructuredReply(c)));
         Assert.True(h.GetStructuredRepliesNegotiated());
 
         var listed = new List<string>();
         h.AddMetaContext(MetaContext.QemuDirtyBitmap + "b0");
-        Assert.Equal(0, Complete(h, c => h.AioOptListMetaContext(name =>
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptListMetaContext(name =>
         {
             listed.Add(name);
             return 0;
@@ -316,7 +286,7 @@ public class OptModeTests
         Assert.Equal(["qemu:dirty-bitmap:b0"], listed);
 
         listed.Clear();
-        Assert.Equal(0, Complete(h, c => h.AioOptListMetaContextQueries([MetaContext.NamespaceBase], name =>
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptListMetaContextQueries([MetaContext.NamespaceBase], name =>
         {
             listed.Add(name);
             return 0;
@@ -324,7 +294,7 @@ public class OptModeTests
         Assert.Equal([MetaContext.BaseAllocation], listed);
 
         listed.Clear();
-        Assert.Equal(0, Complete(h, c => h.AioOptSetMetaContext(name =>
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptSetMetaContext(name =>
         {
             listed.Add(name);
             return 0;

@@ -28,15 +28,25 @@ public sealed class TlsTests : IDisposable
 
     private ServerProcess PskServer() => Peers.Nbdkit("--tls=require", "--tls-psk=" + _files.PskFile, "memory", "8M");
 
-    /// <summary>Writes, reads back and checks the pattern nbdkit's memory plugin then holds.</summary>
-    private static void RoundTrip(NbdHandle h)
+    private static void RoundTrip(NbdHandle h) => Exercise.WriteReadBack(h, 65536, 256 * 1024, seed: 9);
+
+    /// <summary>A handle that requires TLS-PSK with <paramref name="user"/>'s key from <paramref name="file"/>.</summary>
+    private static NbdHandle PskClient(string file, string user = "alice")
     {
-        byte[] data = new byte[256 * 1024];
-        new Random(9).NextBytes(data);
-        h.Pwrite(data, 65536);
-        byte[] back = new byte[data.Length];
-        h.Pread(back, 65536);
-        Assert.Equal(data, back);
+        var h = new NbdHandle();
+        h.SetTls(TlsMode.Require);
+        h.SetTlsPskFile(file);
+        h.SetTlsUsername(user);
+        return h;
+    }
+
+    /// <summary>A handle that requires TLS and trusts (or presents) the certificates of <paramref name="dir"/>.</summary>
+    private static NbdHandle X509Client(string dir)
+    {
+        var h = new NbdHandle();
+        h.SetTls(TlsMode.Require);
+        h.SetTlsCertificates(dir);
+        return h;
     }
 
     [Fact]
@@ -63,9 +73,7 @@ public sealed class TlsTests : IDisposable
         string portText = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
         foreach (string host in new[] { "127.0.0.1", "localhost" })
         {
-            await using var h = new NbdHandle();
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
+            await using NbdHandle h = X509Client(_files.TrustOnlyDirectory);
             await h.ConnectTcpAsync(host, portText);
             Assert.True(h.GetTlsNegotiated());
             Assert.Equal(host, h.GetTlsHostname());
@@ -77,10 +85,8 @@ public sealed class TlsTests : IDisposable
         }
 
         // The certificate is for localhost and 127.0.0.1: any other expected name is refused.
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
             h.SetTlsHostname("nbd.example.com");
             NbdException e = Assert.Throws<NbdException>(() => h.ConnectTcp("127.0.0.1", portText));
             Assert.Equal(Errno.EACCES, e.Errno);
@@ -94,27 +100,21 @@ public sealed class TlsTests : IDisposable
     {
         using ServerProcess server = X509Server();
         // libnbd 1.14 accepts this over a Unix socket (CVE-2024-7383); we verify the chain whatever the transport.
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.WrongAuthorityDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.WrongAuthorityDirectory);
             NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EACCES, e.Errno);
             Assert.Contains("verification failed", e.Message, StringComparison.Ordinal);
             Assert.StartsWith("nbd_connect_unix: ", e.Message, StringComparison.Ordinal);
         }
         // A hostname over a Unix socket is checked when given.
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
             h.SetTlsHostname("wrong.example");
             Assert.Equal(Errno.EACCES, Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket)).Errno);
         }
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
             h.SetTlsHostname("localhost");
             h.ConnectUnix(server.Socket);
             Assert.True(h.GetTlsNegotiated());
@@ -134,9 +134,7 @@ public sealed class TlsTests : IDisposable
     public void X509_RevokedServerCertificate_IsRefused()
     {
         using ServerProcess server = X509Server();
-        using var h = new NbdHandle();
-        h.SetTls(TlsMode.Require);
-        h.SetTlsCertificates(_files.RevokingDirectory());
+        using NbdHandle h = X509Client(_files.RevokingDirectory());
         NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
         Assert.Equal(Errno.EACCES, e.Errno);
         Assert.Contains("revoked", e.Message, StringComparison.Ordinal);
@@ -146,18 +144,14 @@ public sealed class TlsTests : IDisposable
     public void X509_ClientCertificate_WhenTheServerVerifiesPeers()
     {
         using ServerProcess server = X509Server("--tls-verify-peer");
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.ClientDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.ClientDirectory);
             h.ConnectUnix(server.Socket);
             Assert.True(h.GetTlsNegotiated());
             RoundTrip(h);
         }
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
             NbdException e = Assert.Throws<NbdException>(() =>
             {
                 h.ConnectUnix(server.Socket);
@@ -218,11 +212,8 @@ public sealed class TlsTests : IDisposable
         }
 
         // TLS 1.3 (an external PSK with an ECDHE key share) by default; TLS 1.2's PSK suites when 1.3 is ruled out.
-        using (var h = new NbdHandle())
+        using (NbdHandle h = PskClient(_files.PskFile))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsPskFile(_files.PskFile);
-            h.SetTlsUsername("alice");
             h.SetTlsPriority("NORMAL:-VERS-TLS1.3");
             h.ConnectUnix(server.Socket);
             Assert.True(h.GetTlsNegotiated());
@@ -231,30 +222,22 @@ public sealed class TlsTests : IDisposable
 
         string wrong = _files.File("wrong.psk");
         File.WriteAllText(wrong, "alice:" + new string('0', 64) + "\n");
-        using (var h = new NbdHandle())
+        using (NbdHandle h = PskClient(wrong))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsPskFile(wrong);
-            h.SetTlsUsername("alice");
             NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
             // nbdkit (GnuTLS) hangs up rather than sending an alert: we say so, and which user's key to check.
             Assert.True(e.Errno is Errno.EACCES or Errno.ECONNRESET, e.ToString());
             Assert.Contains("user 'alice'", e.Message, StringComparison.Ordinal);
             Assert.True(h.AioIsDead());
         }
-        using (var h = new NbdHandle())
+        using (NbdHandle h = PskClient(_files.PskFile, "mallory"))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsPskFile(_files.PskFile);
-            h.SetTlsUsername("mallory");
             NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EINVAL, e.Errno);
             Assert.Contains("username mallory was not found in PSK file", e.Message, StringComparison.Ordinal);
         }
-        using (var h = new NbdHandle())
+        using (NbdHandle h = PskClient(_files.File("no-such.psk")))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsPskFile(_files.File("no-such.psk"));
             Assert.Equal(Errno.ENOENT, Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket)).Errno);
         }
     }
@@ -302,15 +285,7 @@ public sealed class TlsTests : IDisposable
             h.ConnectUnix(plain.Socket);
             Assert.False(h.OptStarttls());
             Assert.True(h.AioIsNegotiating());
-            int completed = -1;
-            h.AioOptStarttls((ref int error) =>
-            {
-                completed = error;
-                return 1;
-            });
-            while (completed == -1)
-                h.Poll(-1);
-            Assert.Equal(Errno.ENOTSUP, completed);
+            Assert.Equal(Errno.ENOTSUP, Exercise.Complete(h, c => h.AioOptStarttls(c)));
             h.OptGo();
             Assert.False(h.GetTlsNegotiated());
         }
@@ -320,9 +295,7 @@ public sealed class TlsTests : IDisposable
     public void ManyCommandsInFlight_AndPollTimeouts_OverTls()
     {
         using ServerProcess server = X509Server();
-        using var h = new NbdHandle();
-        h.SetTls(TlsMode.Require);
-        h.SetTlsCertificates(_files.TrustOnlyDirectory);
+        using NbdHandle h = X509Client(_files.TrustOnlyDirectory);
         h.ConnectUnix(server.Socket);
 
         // Nothing in flight: Poll with a timeout returns 0 rather than waiting on the TLS stream forever.
@@ -359,19 +332,15 @@ public sealed class TlsTests : IDisposable
     public void Priority_RestrictsVersions_AndTheUriNeedsConsent()
     {
         using ServerProcess server = X509Server();
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
             h.SetTlsPriority("NORMAL:-VERS-ALL:+VERS-TLS1.2");
             h.ConnectUnix(server.Socket);
             Assert.True(h.GetTlsNegotiated());
             RoundTrip(h);
         }
-        using (var h = new NbdHandle())
+        using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            h.SetTls(TlsMode.Require);
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
             h.SetTlsPriority("BOGUS");
             NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EINVAL, e.Errno);
@@ -397,9 +366,7 @@ public sealed class TlsTests : IDisposable
     public void VerifyPeerOff_AcceptsAnUnknownAuthority()
     {
         using ServerProcess server = X509Server();
-        using var h = new NbdHandle();
-        h.SetTls(TlsMode.Require);
-        h.SetTlsCertificates(_files.WrongAuthorityDirectory);
+        using NbdHandle h = X509Client(_files.WrongAuthorityDirectory);
         h.SetTlsVerifyPeer(false);
         h.ConnectUnix(server.Socket);
         Assert.True(h.GetTlsNegotiated());
@@ -412,17 +379,7 @@ public sealed class TlsTests : IDisposable
     public void ServerDeath_FailsTheCommand_WithAConnectionErrno(bool psk)
     {
         using ServerProcess server = psk ? PskServer() : X509Server();
-        using var h = new NbdHandle();
-        h.SetTls(TlsMode.Require);
-        if (psk)
-        {
-            h.SetTlsPskFile(_files.PskFile);
-            h.SetTlsUsername("alice");
-        }
-        else
-        {
-            h.SetTlsCertificates(_files.TrustOnlyDirectory);
-        }
+        using NbdHandle h = psk ? PskClient(_files.PskFile) : X509Client(_files.TrustOnlyDirectory);
         h.ConnectUnix(server.Socket);
         RoundTrip(h);
         server.Signal(Native.SIGKILL);

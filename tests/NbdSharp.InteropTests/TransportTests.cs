@@ -47,12 +47,7 @@ public class TransportTests
             h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "memory", "1M"]);
             pid = h.GetSubprocessPid();
             Assert.True(Exists(pid));
-            byte[] data = new byte[4096];
-            new Random(1).NextBytes(data);
-            h.Pwrite(data, 8192);
-            byte[] back = new byte[4096];
-            h.Pread(back, 8192);
-            Assert.Equal(data, back);
+            Exercise.WriteReadBack(h, 8192, 4096);
             Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.GetUri()).Errno);
         }
         AssertGone(pid);
@@ -112,12 +107,7 @@ public class TransportTests
         using var h = new NbdHandle();
         h.ConnectSystemdSocketActivation(["qemu-nbd", "-f", "raw", image]);
         Assert.Equal(4 << 20, h.GetSize());
-        byte[] data = new byte[65536];
-        new Random(2).NextBytes(data);
-        h.Pwrite(data, 0);
-        byte[] back = new byte[65536];
-        h.Pread(back, 0);
-        Assert.Equal(data, back);
+        Exercise.WriteReadBack(h, 0, 65536, seed: 2);
     }
 
     [Fact]

@@ -55,22 +55,8 @@ print(json.dumps(out))
     /// <summary>What libnbd reports about the export at <paramref name="uri"/>, and the SHA-256 of a range and its extents.</summary>
     public static JsonElement Describe(string uri, ulong offset = 0, ulong length = 0, string context = "")
     {
-        string python = Requires.Program("/usr/bin/python3");
-        var info = new ProcessStartInfo(python)
-        {
-            UseShellExecute = false,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (string arg in new[] { "-c", Script, uri, offset.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                     length.ToString(System.Globalization.CultureInfo.InvariantCulture), context })
-            info.ArgumentList.Add(arg);
-        using var process = Process.Start(info)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException("python3-libnbd failed: " + stderr.GetAwaiter().GetResult());
+        string stdout = Python(Script, uri, offset.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            length.ToString(System.Globalization.CultureInfo.InvariantCulture), context);
         return JsonDocument.Parse(stdout).RootElement.Clone();
     }
 

@@ -13,23 +13,6 @@ public static partial class Native
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
-    public const short POLLIN = 0x001;
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct PollFd
-    {
-        public int Fd;
-        public short Events;
-        public short Revents;
-    }
-
-    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
-    private static unsafe partial int PollNative(PollFd* fds, nuint count, int timeout);
-
-    /// <summary>poll(2) on one descriptor for reading; true when it is readable (or has an error or hang-up).</summary>
-    public static unsafe bool WaitReadable(int fd, int timeoutMs)
-    {
-        var entry = new PollFd { Fd = fd, Events = POLLIN };
-        return PollNative(&entry, 1, timeoutMs) > 0;
-    }
+    /// <summary>poll(2) on one descriptor for reading (the library's own helper); true when it is readable.</summary>
+    public static bool WaitReadable(int fd, int timeoutMs) => NbdSharp.Transport.Connectors.FdReadable(fd, timeoutMs);
 }

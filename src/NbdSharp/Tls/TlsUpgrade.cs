@@ -131,29 +131,14 @@ internal static class TlsUpgrade
     /// BouncyCastle's TLS connection as a <see cref="Stream"/> whose reads return 0, not -1, once the peer closed
     /// (which <see cref="Stream.Read(Span{byte})"/> would otherwise take for a stream error).
     /// </summary>
-    private sealed class PskStream(TlsClientProtocol protocol) : Stream
+    private sealed class PskStream(TlsClientProtocol protocol) : DuplexStream
     {
-        public override bool CanRead => true;
-        public override bool CanWrite => true;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
         public override int Read(byte[] buffer, int offset, int count) =>
             count == 0 ? 0 : Math.Max(0, protocol.ReadApplicationData(buffer, offset, count));
 
         public override void Write(byte[] buffer, int offset, int count) => protocol.WriteApplicationData(buffer, offset, count);
 
         public override void Flush() => protocol.Flush();
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

@@ -9,19 +9,8 @@ namespace NbdSharp.Transport;
 /// A <see cref="Stream"/> over a <see cref="Transport"/>, for a TLS implementation to run on. It does not own the
 /// transport: disposing the stream leaves the connection to whoever wraps it.
 /// </summary>
-internal sealed class TransportStream(Transport transport) : Stream
+internal sealed class TransportStream(Transport transport) : DuplexStream
 {
-    public override bool CanRead => true;
-    public override bool CanWrite => true;
-    public override bool CanSeek => false;
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position
-    {
-        get => throw new NotSupportedException();
-        set => throw new NotSupportedException();
-    }
-
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
     public override int Read(Span<byte> buffer)
@@ -85,8 +74,4 @@ internal sealed class TransportStream(Transport transport) : Stream
     }
 
     public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
 }
