@@ -115,6 +115,31 @@ public sealed class ToolCommandLine
     }
 
     /// <summary>
+    /// Which of <paramref name="options"/> appeared last on the command line (getopt tools let the last of two
+    /// opposite options win), or null when none did.
+    /// </summary>
+    /// <param name="result">The parse result.</param>
+    /// <param name="options">The competing options.</param>
+    /// <returns>The last one given.</returns>
+    public static Option? Last(ParseResult result, params Option[] options)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        ArgumentNullException.ThrowIfNull(options);
+        Option? last = null;
+        foreach (System.CommandLine.Parsing.Token token in result.Tokens)
+        {
+            if (token.Type != System.CommandLine.Parsing.TokenType.Option)
+                continue;
+            foreach (Option option in options)
+            {
+                if (option.Name == token.Value || option.Aliases.Contains(token.Value))
+                    last = option;
+            }
+        }
+        return last;
+    }
+
+    /// <summary>
     /// The option <paramref name="word"/> names (long, possibly with <c>=value</c>; or short, possibly bundled, in
     /// which case the last one is returned); getopt's message for an unknown one.
     /// </summary>

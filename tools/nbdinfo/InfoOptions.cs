@@ -1,0 +1,144 @@
+using System;
+using System.CommandLine;
+
+namespace NbdSharp.Tools.Info;
+
+/// <summary>nbdinfo's command line, parsed.</summary>
+internal sealed class InfoOptions
+{
+    public const string Usage = "usage: nbdinfo [--json] [--size|--uri|--list|--map[=CONTEXT]|--can FEATURE|...] NBD-URI | [ CMD ARGS ... ] (see nbdinfo --help)";
+
+    public bool Json { get; private init; }
+    public bool Colour { get; private init; }
+    public bool ListAll { get; private init; }
+    public bool SizeOnly { get; private init; }
+    public bool UriOnly { get; private init; }
+    public bool Totals { get; private init; }
+    public bool ProbeContent { get; private init; }
+
+    /// <summary>The feature of --can/--is/--has and their negations, or null.</summary>
+    public string? Can { get; private init; }
+
+    /// <summary>Whether the feature test is negated (--cannot, --isnt, --hasnt).</summary>
+    public bool Cannot { get; private init; }
+
+    /// <summary>The metadata context of --map, or null.</summary>
+    public string? Map { get; private init; }
+
+    public ServerEndpoint Endpoint { get; private init; } = null!;
+
+    /// <summary>Parses the command line; null when it was fully handled (--help, --version, option lists).</summary>
+    /// <exception cref="ToolException">A bad command line.</exception>
+    public static InfoOptions? Parse(string[] args)
+    {
+        var help = new Option<bool>("--help");
+        var version = new Option<bool>("--version", "-V");
+        var can = new Option<string>("--can", "--has", "--have", "--is");
+        var cannot = new Option<string>("--cannot", "--can-not", "--cant", "--hasnot", "--has-not", "--hasnt",
+            "--havent", "--havenot", "--have-not", "--isnot", "--is-not", "--isnt");
+        var colour = new Option<bool>("--color", "--colors", "--colour", "--colours");
+        var noColour = new Option<bool>("--no-color", "--no-colors", "--no-colour", "--no-colours");
+        var content = new Option<bool>("--content");
+        var noContent = new Option<bool>("--no-content");
+        var json = new Option<bool>("--json");
+        var list = new Option<bool>("--list", "-L");
+        var map = new Option<string>("--map");
+        var size = new Option<bool>("--size");
+        var totals = new Option<bool>("--totals", "--total");
+        var uri = new Option<bool>("--uri");
+        var endpoint = new Argument<string[]>("NBD-URI") { Arity = ArgumentArity.ZeroOrMore };
+        var root = new RootCommand("Display information and metadata about NBD servers and exports")
+        {
+            help, can, cannot, colour, noColour, content, noContent, json, list, map, size, totals, uri, version, endpoint,
+        };
+        var commandLine = new ToolCommandLine("nbdinfo", root);
+        commandLine.OptionalValue("--map", MetaContext.BaseAllocation);
+        ParseResult? result = commandLine.Parse(args);
+        if (result == null)
+            return null;
+        if (result.GetValue(help))
+        {
+            Console.Out.Write(HelpText);
+            return null;
+        }
+        if (result.GetValue(version))
+        {
+            Console.Out.Write("nbdinfo " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
+            return null;
+        }
+
+        // The last of --can/--cannot wins, as getopt would leave it.
+        Option? canOption = ToolCommandLine.Last(result, can, cannot);
+        string? feature = canOption == null ? null : result.GetValue((Option<string>)canOption);
+        bool negated = canOption == cannot;
+        string? mapContext = result.GetValue(map);
+        bool listAll = result.GetValue(list), sizeOnly = result.GetValue(size), uriOnly = result.GetValue(uri);
+        bool totalsWanted = result.GetValue(totals);
+        int modes = (listAll ? 1 : 0) + (feature != null ? 1 : 0) + (mapContext != null ? 1 : 0) + (sizeOnly ? 1 : 0) + (uriOnly ? 1 : 0);
+        if (modes > 1)
+            throw new ToolException("you cannot use --can, --cannot, --list, --map, --size and --uri together.");
+        bool contentFlag = result.GetValue(content), noContentFlag = result.GetValue(noContent);
+        if (contentFlag && noContentFlag)
+            throw new ToolException("you cannot use --content and --no-content together.");
+        if (totalsWanted && mapContext == null)
+            throw new ToolException("you must use --totals only with --map option.");
+
+        bool probe = !listAll;
+        if (contentFlag)
+            probe = true;
+        if (noContentFlag)
+            probe = false;
+        if (feature != null || mapContext != null)
+            probe = false;
+
+        Option? colourOption = ToolCommandLine.Last(result, colour, noColour);
+        bool useColour = colourOption == null ? !Console.IsOutputRedirected : colourOption == colour;
+
+        return new InfoOptions
+        {
+            Json = result.GetValue(json),
+            Colour = useColour,
+            ListAll = listAll,
+            SizeOnly = sizeOnly,
+            UriOnly = uriOnly,
+            Totals = totalsWanted,
+            ProbeContent = probe,
+            Can = feature,
+            Cannot = negated,
+            Map = mapContext,
+            Endpoint = ServerEndpoint.FromCommandLine(commandLine.ServerCommand, result.GetValue(endpoint) ?? [], Usage),
+        };
+    }
+
+    private const string HelpText = """
+
+        Show what an NBD server offers:
+
+            nbdinfo [--json] NBD-URI | [ CMD ARGS ... ]
+            nbdinfo --size [--json] NBD-URI | [ CMD ARGS ... ]
+            nbdinfo --uri [--json] NBD-URI
+            nbdinfo --is|--isnt read-only|rotational|tls NBD-URI | [ CMD ARGS ... ]
+            nbdinfo --can|--cannot cache|connect|flush|trim|zero|... NBD-URI | [ CMD ARGS ... ]
+            nbdinfo --has|--hasnt structured-reply|extended-headers NBD-URI | [ CMD ARGS ... ]
+            nbdinfo --map[=CONTEXT] [--totals] [--json] NBD-URI | [ CMD ARGS ... ]
+            nbdinfo -L|--list [--json] NBD-URI | [ CMD ARGS ... ]
+
+        More options: --content, --no-content, --color, --no-color, --help, -V|--version.
+        Feature tests print nothing and exit 0 when true, 2 when false.
+
+        Examples:
+
+            nbdinfo nbd://localhost
+            nbdinfo "nbd+unix:///?socket=/tmp/nbd.sock"
+            nbdinfo --map=qemu:dirty-bitmap:bitmap0 nbd://localhost/disk
+            nbdinfo --list --json nbds://server.example.com
+            nbdinfo --size -- [ qemu-nbd -r -f qcow2 disk.qcow2 ]
+
+        NbdSharp's nbdinfo takes the command line of libnbd's; see nbdinfo(1).
+
+        """;
+
+    private InfoOptions()
+    {
+    }
+}
