@@ -141,7 +141,8 @@ public sealed class ToolCommandLine
 
     /// <summary>
     /// The option <paramref name="word"/> names (long, possibly with <c>=value</c>; or short, possibly bundled, in
-    /// which case the last one is returned); getopt's message for an unknown one.
+    /// which case the last one is returned, or null when its value is attached: "-n10"); getopt's message for an
+    /// unknown one.
     /// </summary>
     private Option? CheckOption(string word)
     {
@@ -156,7 +157,7 @@ public sealed class ToolCommandLine
         {
             last = Find("-" + word[j]) ?? throw new ToolException("invalid option -- '" + word[j] + "'");
             if (last.Arity.MinimumNumberOfValues > 0)
-                break; // the rest of the word is its value ("-n10")
+                return j == word.Length - 1 ? last : null; // "-n10": the rest of the word is its value, not the next word
         }
         return last;
     }
