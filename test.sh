@@ -19,12 +19,15 @@ if ! dotnet build NbdSharp.slnx -c Release -nologo -v q -clp:ErrorsOnly; then
 fi
 
 # Native AOT keeps the library honest about trimming and reflection: any IL warning fails the build.
-if ! dotnet publish tools/nbd-iops -c Release -r linux-x64 -p:PublishAot=true -nologo -v q -clp:ErrorsOnly \
-     -o artifacts/aot-check >/dev/null; then
-  echo "test.sh: Native AOT publish of nbd-iops failed" >&2
-  summary 0 1 0
-  exit 1
-fi
+# nbd-iops covers the library, nbdinfo the tools' shared command-line layer.
+for tool in nbd-iops nbdinfo; do
+  if ! dotnet publish "tools/$tool" -c Release -r linux-x64 -p:PublishAot=true -nologo -v q -clp:ErrorsOnly \
+       -o "artifacts/aot-check/$tool" >/dev/null; then
+    echo "test.sh: Native AOT publish of $tool failed" >&2
+    summary 0 1 0
+    exit 1
+  fi
+done
 
 log=$(mktemp)
 dotnet test NbdSharp.slnx -c Release --no-build --blame-hang-timeout 5m 2>&1 | tee "$log"

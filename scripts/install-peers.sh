@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages NbdSharp's demo and tests talk to, if any is missing:
 # nbdkit, qemu-nbd (qemu-utils), nbd-server, libnbd's own tools and Python binding (the reference), and
-# openssl (TLS tests make their certificates with it).
+# openssl (TLS tests make their certificates with it) and file (nbdinfo probes an export's content with it).
 set -euo pipefail
 need=()
 command -v nbdkit >/dev/null || need+=(nbdkit)
@@ -10,6 +10,7 @@ command -v nbd-server >/dev/null || [ -x /usr/sbin/nbd-server ] || need+=(nbd-se
 command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
 command -v openssl >/dev/null || need+=(openssl)
+command -v file >/dev/null || need+=(file)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing: ${need[*]}" >&2
 sudo=""
