@@ -46,6 +46,18 @@ public sealed class ToolCommandLine
     public IReadOnlyList<string>? ServerCommand { get; private set; }
 
     /// <summary>
+    /// When true (nbdcopy), any number of <c>[ CMD ARGS ... ]</c> groups may stand anywhere among the positional
+    /// words, each ending at the first <c>]</c>: each group is collected in <see cref="ServerCommands"/> and leaves the
+    /// word <c>[</c> as a positional argument in its place. When false, one group ends the command line.
+    /// </summary>
+    public bool BracketGroupsAnywhere { get; set; }
+
+    /// <summary>The groups found when <see cref="BracketGroupsAnywhere"/> is set, in command-line order.</summary>
+    public IReadOnlyList<IReadOnlyList<string>> ServerCommands => _serverCommands;
+
+    private readonly List<IReadOnlyList<string>> _serverCommands = [];
+
+    /// <summary>
     /// Parses <paramref name="args"/>. Handles <c>--long-options</c> and <c>--short-options</c> itself (returns null
     /// after printing). Throws <see cref="ToolException"/> (exit 1) for anything it cannot parse.
     /// </summary>
@@ -59,6 +71,20 @@ public sealed class ToolCommandLine
         for (int i = 0; i < args.Count; i++)
         {
             string word = args[i];
+            if (word == "[" && BracketGroupsAnywhere)
+            {
+                int close = i + 1;
+                while (close < args.Count && args[close] != "]")
+                    close++;
+                if (close == args.Count)
+                    throw new ToolException("expecting ']' at the end of the command in [ ... ]");
+                if (close == i + 1)
+                    throw new ToolException("missing command inside [ ... ]");
+                _serverCommands.Add(args.Skip(i + 1).Take(close - i - 1).ToArray());
+                words.Add("[");
+                i = close;
+                continue;
+            }
             if (word == "[")
             {
                 if (args[^1] != "]" || args.Count - i < 2)
@@ -179,7 +205,7 @@ public sealed class ToolCommandLine
             foreach (string name in option.Aliases.Prepend(option.Name))
             {
                 bool isLong = name.StartsWith("--", StringComparison.Ordinal);
-                if (isLong == longNames && name is not "--long-options" and not "--short-options")
+                if (isLong == longNames && !option.Hidden && name is not "--long-options" and not "--short-options")
                     Console.WriteLine(name);
             }
         }

@@ -1,0 +1,478 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using NbdSharp.Testing;
+using Xunit;
+
+namespace NbdSharp.ToolTests;
+
+/// <summary>
+/// nbdcopy as a process: every kind of source into every kind of destination, the result compared byte for byte
+/// with what libnbd's nbdcopy makes of the same source; sparseness, the option logic (compared through -v), errors
+/// from the server (nbdkit's error filter), a server that dies, and bad command lines.
+/// </summary>
+public class NbdCopyTests
+{
+    private static ToolResult Ours(params string[] args) => ToolProcess.RunOurs("nbdcopy", args);
+
+    private static ToolResult Shell(string script) =>
+        ToolProcess.Run("/bin/sh", ["-c", script], TimeSpan.FromSeconds(120));
+
+    private static string OursPath => ToolProcess.Ours("nbdcopy");
+
+    private static string LibnbdPath => ToolProcess.Libnbd("nbdcopy");
+
+    /// <summary>What an export holds, read with the library.</summary>
+    private static byte[] Contents(string uri)
+    {
+        using var h = new NbdHandle();
+        h.ConnectUri(uri);
+        byte[] data = new byte[h.GetSize()];
+        const int chunk = 1 << 20;
+        for (int offset = 0; offset < data.Length; offset += chunk)
+            h.Pread(data.AsSpan(offset, Math.Min(chunk, data.Length - offset)), (ulong)offset);
+        return data;
+    }
+
+    private static void AssertSame(byte[] expected, byte[] actual, string what)
+    {
+        Assert.True(expected.Length == actual.Length, $"{what}: {actual.Length} bytes, expected {expected.Length}");
+        int mismatch = expected.AsSpan().CommonPrefixLength(actual);
+        Assert.True(mismatch == expected.Length, $"{what}: first difference at byte {mismatch}");
+    }
+
+    private static void Succeeds(ToolResult result)
+    {
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("", result.Stderr);
+    }
+
+    /// <summary>Source exports (nbdkit arguments) for the matrix.</summary>
+    public static TheoryData<string> Sources() => new(SourceExports.Keys);
+
+    private static readonly Dictionary<string, string[]> SourceExports = new()
+    {
+        ["pattern"] = ["pattern", "5M"],
+        ["sparse-random"] = ["sparse-random", "64M", "seed=11"],
+        ["data"] = ["data", "1 2 3 @0x100000 65 66 67 @0x2ffff0 (0x55)*16", "size=3M"],
+        ["odd-size"] = ["data", "@1000 (1 2 3 4 5)*300", "size=1234567"],
+        ["empty"] = ["memory", "0"],
+        ["null"] = ["null", "8M"],
+        ["noextents"] = ["--filter=noextents", "sparse-random", "16M", "seed=5"],
+        ["blocksize"] = ["--filter=blocksize", "pattern", "3M", "minblock=512", "maxdata=65536"],
+        ["cacheextents"] = ["--filter=cacheextents", "sparse-random", "32M", "seed=9", "percent=50"],
+    };
+
+    [Theory]
+    [MemberData(nameof(Sources))]
+    public void NbdToFile_SameAsLibnbd(string source)
+    {
+        using ServerProcess server = Peers.Nbdkit(["-r", .. SourceExports[source]]);
+        using var dir = new TempDirectory();
+        Succeeds(Ours(server.Uri, dir.File("ours.img")));
+        Succeeds(ToolProcess.RunLibnbd("nbdcopy", server.Uri, dir.File("ref.img")));
+        AssertSame(File.ReadAllBytes(dir.File("ref.img")), File.ReadAllBytes(dir.File("ours.img")), source);
+        AssertSame(Contents(server.Uri), File.ReadAllBytes(dir.File("ours.img")), source + " vs the export");
+    }
+
+    [Theory]
+    [MemberData(nameof(Sources))]
+    public void NbdToNbd_SameAsTheSource(string source)
+    {
+        using ServerProcess from = Peers.Nbdkit(["-r", .. SourceExports[source]]);
+        long size;
+        using (var h = new NbdHandle())
+        {
+            h.ConnectUri(from.Uri);
+            size = h.GetSize();
+        }
+        // A destination full of data, so that zeroes have to be written (or zeroed) rather than skipped.
+        using ServerProcess to = Peers.Nbdkit("pattern", size.ToString(CultureInfo.InvariantCulture), "--filter=cow");
+        Succeeds(Ours(from.Uri, to.Uri));
+        AssertSame(Contents(from.Uri), Contents(to.Uri), source);
+    }
+
+    [Fact]
+    public void EveryKindOfSource_IntoEveryKindOfDestination()
+    {
+        using ServerProcess server = Peers.Nbdkit("-r", "data", "1 2 3 @0x40000 (7 8 9)*5000 @0x1f0000 (0xaa)*4096", "size=2M");
+        byte[] expected = Contents(server.Uri);
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("source.img"), expected);
+        string sourceFile = dir.File("source.img");
+        string q(string path) => "'" + path + "'";
+
+        var sources = new Dictionary<string, string>
+        {
+            ["uri"] = server.Uri,
+            ["file"] = q(sourceFile),
+            ["stdin"] = "- < " + q(sourceFile),
+            ["pipe"] = "- ",
+            ["command"] = "-- [ nbdkit -r --exit-with-parent data '1 2 3 @0x40000 (7 8 9)*5000 @0x1f0000 (0xaa)*4096' size=2M ]",
+        };
+        foreach ((string sourceName, string sourceArgs) in sources)
+        {
+            string prefix = sourceName == "pipe" ? "cat " + q(sourceFile) + " | " : "";
+            string sourceWords = sourceName is "uri" ? q(sourceArgs) : sourceArgs;
+
+            // A file (new), stdout into a pipe, and null:.
+            string output = dir.File(sourceName + ".out");
+            string script = sourceName == "command"
+                ? $"{prefix}{q(OursPath)} {sourceWords.Replace(" ]", " ] " + q(output), StringComparison.Ordinal)}"
+                : $"{prefix}{q(OursPath)} {SourceFirst(sourceWords, q(output))}";
+            Succeeds(Shell(script));
+            AssertSame(expected, File.ReadAllBytes(output), sourceName + " -> file");
+
+            string piped = dir.File(sourceName + ".piped");
+            script = sourceName == "command"
+                ? $"{q(OursPath)} {sourceWords.Replace(" ]", " ] -", StringComparison.Ordinal)} | cat > {q(piped)}"
+                : $"{prefix}{q(OursPath)} {SourceFirst(sourceWords, "-")} | cat > {q(piped)}";
+            Succeeds(Shell(script));
+            AssertSame(expected, File.ReadAllBytes(piped), sourceName + " -> stdout");
+
+            script = sourceName == "command"
+                ? $"{q(OursPath)} {sourceWords.Replace(" ]", " ] null:", StringComparison.Ordinal)}"
+                : $"{prefix}{q(OursPath)} {SourceFirst(sourceWords, "null:")}";
+            Succeeds(Shell(script));
+
+            using ServerProcess destination = Peers.Nbdkit("memory", "2M");
+            script = sourceName == "command"
+                ? $"{q(OursPath)} {sourceWords.Replace(" ]", " ] " + q(destination.Uri), StringComparison.Ordinal)}"
+                : $"{prefix}{q(OursPath)} {SourceFirst(sourceWords, q(destination.Uri))}";
+            Succeeds(Shell(script));
+            AssertSame(expected, Contents(destination.Uri), sourceName + " -> nbd");
+        }
+    }
+
+    /// <summary>"SRC DST" for ordinary sources; for "- &lt; file" the redirection goes last.</summary>
+    private static string SourceFirst(string source, string destination)
+    {
+        int redirect = source.IndexOf(" < ", StringComparison.Ordinal);
+        return redirect < 0 ? source + " " + destination : source[..redirect] + " " + destination + source[redirect..];
+    }
+
+    [Fact]
+    public void IntoAServerRunBySocketActivation()
+    {
+        using var dir = new TempDirectory();
+        string image = dir.File("disk.raw");
+        using (FileStream f = File.Create(image))
+            f.SetLength(3 << 20);
+        using ServerProcess source = Peers.Nbdkit("-r", "sparse-random", "3M", "seed=4", "percent=30");
+        Succeeds(Ours(source.Uri, "[", "qemu-nbd", "-f", "raw", image, "]"));
+        AssertSame(Contents(source.Uri), File.ReadAllBytes(image), "qemu-nbd destination");
+    }
+
+    [Fact]
+    public void QemuNbdQcow2AndNbdServer_AsSources()
+    {
+        using ServerProcess qcow2 = Peers.QemuNbd("qcow2", QemuImages.WithBitmap, "-r");
+        using ServerProcess nbdServer = Peers.NbdServer("disk", d =>
+        {
+            string file = d.File("disk.img");
+            byte[] data = new byte[1 << 20];
+            new Random(3).NextBytes(data);
+            File.WriteAllBytes(file, data);
+            return file;
+        });
+        using var dir = new TempDirectory();
+        foreach ((string name, string uri) in new[] { ("qcow2", qcow2.Uri), ("nbd-server", nbdServer.UriFor("disk")) })
+        {
+            Succeeds(Ours(uri, dir.File(name + ".ours")));
+            Succeeds(ToolProcess.RunLibnbd("nbdcopy", uri, dir.File(name + ".ref")));
+            AssertSame(File.ReadAllBytes(dir.File(name + ".ref")), File.ReadAllBytes(dir.File(name + ".ours")), name);
+        }
+    }
+
+    [Fact]
+    public void SparseFileOutput_AllocatesWhatLibnbdAllocates()
+    {
+        // 10% data: holes come from block status; the zero blocks inside data extents from --sparse detection.
+        using ServerProcess server = Peers.Nbdkit("-r", "data", "@0x100000 (1)*4096 (0)*65536 (2)*4096 @0x800000 (3)*100", "size=16M");
+        using var dir = new TempDirectory();
+        Succeeds(Ours(server.Uri, dir.File("ours.img")));
+        Succeeds(ToolProcess.RunLibnbd("nbdcopy", server.Uri, dir.File("ref.img")));
+        AssertSame(File.ReadAllBytes(dir.File("ref.img")), File.ReadAllBytes(dir.File("ours.img")), "sparse");
+        long ours = AllocatedBytes(dir.File("ours.img"));
+        long reference = AllocatedBytes(dir.File("ref.img"));
+        Assert.Equal(reference, ours);
+        Assert.True(ours < 1 << 20, $"{ours} bytes allocated for 16 MiB that is mostly holes");
+
+        // --allocated into a fresh file: the file was just sized, so it already reads as zeroes and (as with
+        // libnbd) nothing needs zeroing; into NBD, the zero requests must not punch holes (NBD_CMD_FLAG_NO_HOLE).
+        Succeeds(Ours("--allocated", server.Uri, dir.File("alloc.img")));
+        Succeeds(ToolProcess.RunLibnbd("nbdcopy", "--allocated", server.Uri, dir.File("allocref.img")));
+        Assert.Equal(AllocatedBytes(dir.File("allocref.img")), AllocatedBytes(dir.File("alloc.img")));
+        AssertSame(File.ReadAllBytes(dir.File("ref.img")), File.ReadAllBytes(dir.File("alloc.img")), "--allocated");
+        string log = dir.File("zero.log");
+        using (ServerProcess destination = Peers.Nbdkit("--filter=log", "memory", "16M", "logfile=" + log))
+        {
+            Succeeds(Ours("--allocated", server.Uri, destination.Uri));
+            string[] zeroes = File.ReadAllLines(log).Where(l => l.Contains(" Zero id=", StringComparison.Ordinal)).ToArray();
+            Assert.NotEmpty(zeroes);
+            Assert.All(zeroes, l => Assert.Contains(" trim=0 ", l, StringComparison.Ordinal));
+            AssertSame(File.ReadAllBytes(dir.File("ref.img")), Contents(destination.Uri), "--allocated into nbd");
+        }
+        string log2 = dir.File("zero2.log");
+        using (ServerProcess destination = Peers.Nbdkit("--filter=log", "memory", "16M", "logfile=" + log2))
+        {
+            Succeeds(Ours(server.Uri, destination.Uri));
+            Assert.Contains(File.ReadAllLines(log2), l => l.Contains(" Zero id=", StringComparison.Ordinal) && l.Contains(" trim=1 ", StringComparison.Ordinal));
+        }
+
+        // -S 0: no detection in data, so the zero run inside the data extent is written.
+        Succeeds(Ours("-S", "0", server.Uri, dir.File("s0.img")));
+        Succeeds(ToolProcess.RunLibnbd("nbdcopy", "-S", "0", server.Uri, dir.File("s0ref.img")));
+        Assert.Equal(AllocatedBytes(dir.File("s0ref.img")), AllocatedBytes(dir.File("s0.img")));
+    }
+
+    private static long AllocatedBytes(string path)
+    {
+        string blocks = Peers.Run("stat", "-c", "%b %B", path).Trim();
+        string[] parts = blocks.Split(' ');
+        return long.Parse(parts[0], CultureInfo.InvariantCulture) * long.Parse(parts[1], CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
+    public void ExistingFile_IsTruncatedToTheSourceSize()
+    {
+        using ServerProcess server = Peers.Nbdkit("-r", "pattern", "1M");
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("old.img"), Enumerable.Repeat((byte)0xee, 3 << 20).ToArray());
+        Succeeds(Ours(server.Uri, dir.File("old.img")));
+        AssertSame(Contents(server.Uri), File.ReadAllBytes(dir.File("old.img")), "truncated file");
+    }
+
+    [Fact]
+    public void DestinationIsZero_SkipsTheZeroes_AsLibnbd()
+    {
+        // The destination holds pattern data; with --destination-is-zero the holes of the source are not written,
+        // so the pattern stays there. Both tools must leave the same bytes behind.
+        using ServerProcess source = Peers.Nbdkit("-r", "data", "@0x10000 (1 2 3)*1000", "size=1M");
+        foreach (string flag in new[] { "--destination-is-zero", "--target-is-zero" })
+        {
+            using ServerProcess ours = Peers.Nbdkit("--filter=cow", "pattern", "1M");
+            using ServerProcess reference = Peers.Nbdkit("--filter=cow", "pattern", "1M");
+            Succeeds(Ours(flag, source.Uri, ours.Uri));
+            Succeeds(ToolProcess.RunLibnbd("nbdcopy", flag, source.Uri, reference.Uri));
+            byte[] result = Contents(ours.Uri);
+            AssertSame(Contents(reference.Uri), result, flag);
+            Assert.Equal(8, result[15]); // the destination's own pattern (offset 8, big-endian) was left alone
+        }
+    }
+
+    [Theory]
+    [InlineData("-C", "1")]
+    [InlineData("-C", "4")]
+    [InlineData("-T", "1")]
+    [InlineData("-R", "1")]
+    [InlineData("--synchronous")]
+    [InlineData("--request-size=4096")]
+    [InlineData("--request-size=32M")]
+    [InlineData("--queue-size=1M", "-R", "1000")]
+    [InlineData("--no-extents")]
+    [InlineData("-S", "64k")]
+    public void Options_CopyTheSameBytes_AndSettleLikeLibnbd(params string[] options)
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "sparse-random", "48M", "seed=21", "percent=40");
+        using ServerProcess destination = Peers.Nbdkit("memory", "48M");
+        ToolResult ours = Ours([.. options, "-v", source.Uri, destination.Uri]);
+        Assert.True(ours.ExitCode == 0, ours.ToString());
+        AssertSame(Contents(source.Uri), Contents(destination.Uri), string.Join(' ', options));
+
+        // The settled connections/requests/threads/synchronous line, against libnbd's on the same servers.
+        // libnbd 1.14 takes plain numbers only for the sizes (1.22 takes suffixes, as we do).
+        string[] plain = options.Select(o => o.Replace("=32M", "=33554432", StringComparison.Ordinal)
+            .Replace("=1M", "=1048576", StringComparison.Ordinal).Replace("64k", "65536", StringComparison.Ordinal)).ToArray();
+        ToolResult reference = ToolProcess.RunLibnbd("nbdcopy", [.. plain, "-v", source.Uri, "null:"]);
+        Assert.True(reference.ExitCode == 0, reference.ToString());
+        ToolResult oursToNull = Ours([.. options, "-v", source.Uri, "null:"]);
+        Assert.Equal(SettledLine(reference.Stderr), SettledLine(oursToNull.Stderr));
+        Assert.Equal(SizeLines(reference.Stderr), SizeLines(oursToNull.Stderr));
+    }
+
+    private static string SettledLine(string stderr) =>
+        stderr.Split('\n').Single(l => l.StartsWith("nbdcopy: connections=", StringComparison.Ordinal));
+
+    private static string[] SizeLines(string stderr) =>
+        stderr.Split('\n').Where(l => l.StartsWith("nbdcopy: src:", StringComparison.Ordinal) ||
+                                      l.StartsWith("nbdcopy: dst:", StringComparison.Ordinal)).ToArray();
+
+    [Fact]
+    public void ProgressToAFileDescriptor_PrintsWhatLibnbdPrints()
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "pattern", "1G");
+        ToolResult ours = Shell($"'{OursPath}' --progress=3 '{source.Uri}' null: 3>&1 1>/dev/null");
+        ToolResult reference = Shell($"'{LibnbdPath}' --progress=3 '{source.Uri}' null: 3>&1 1>/dev/null");
+        Assert.Equal(0, ours.ExitCode);
+        Assert.Equal(reference.Stdout, ours.Stdout);
+        Assert.Contains("100/100\n", ours.Stdout, StringComparison.Ordinal);
+
+        // -p draws the bar on stderr and ends it at 100%.
+        ToolResult bar = Ours("-p", source.Uri, "null:");
+        Assert.Equal(0, bar.ExitCode);
+        Assert.EndsWith("█ 100% [****************************************]\n", bar.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Flush_IsSentWhenAsked()
+    {
+        using var dir = new TempDirectory();
+        string log = dir.File("log");
+        using ServerProcess source = Peers.Nbdkit("-r", "pattern", "1M");
+        using ServerProcess destination = Peers.Nbdkit("--filter=log", "memory", "1M", "logfile=" + log);
+        Succeeds(Ours(source.Uri, destination.Uri));
+        Assert.DoesNotContain("Flush", File.ReadAllText(log), StringComparison.Ordinal);
+        Succeeds(Ours("--flush", source.Uri, destination.Uri));
+        Assert.Contains("Flush", File.ReadAllText(log), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ReadErrors_FailWithTheOffset()
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "--filter=error", "pattern", "8M", "error-pread=EIO",
+            "error-pread-rate=100%");
+        ToolResult result = Ours(source.Uri, "null:");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Matches(@"^nbdcopy: read at offset \d+ failed: Input/output error\n$", result.Stderr);
+        Assert.Equal(1, ToolProcess.RunLibnbd("nbdcopy", source.Uri, "null:").ExitCode);
+    }
+
+    [Fact]
+    public void WriteErrors_FailWithTheOffset()
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "pattern", "8M");
+        using ServerProcess destination = Peers.Nbdkit("--filter=error", "memory", "8M", "error-pwrite=ENOSPC",
+            "error-pwrite-rate=100%");
+        ToolResult result = Ours(source.Uri, destination.Uri);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Matches(@"^nbdcopy: write at offset \d+ failed: No space left on device\n$", result.Stderr);
+    }
+
+    [Fact]
+    public void SomeErrorsAmongManyRequests_NeverEndInSuccess()
+    {
+        for (int seed = 0; seed < 5; seed++)
+        {
+            using ServerProcess source = Peers.Nbdkit("-r", "--filter=error", "pattern", "64M", "error-pread=EIO",
+                "error-pread-rate=2%");
+            ToolResult result = Ours("--request-size=64k", source.Uri, "null:");
+            Assert.Equal(1, result.ExitCode);
+            Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
+    }
+
+    [Fact]
+    public void ServerKilledMidCopy_FailsWithinSeconds()
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "--filter=delay", "pattern", "1G", "rdelay=20ms");
+        using var dir = new TempDirectory();
+        var watch = Stopwatch.StartNew();
+        var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { source.Uri, dir.File("out.img") })
+            info.ArgumentList.Add(a);
+        using Process copy = Process.Start(info)!;
+        System.Threading.Tasks.Task<string> stderr = copy.StandardError.ReadToEndAsync();
+        System.Threading.Thread.Sleep(1000);
+        source.Signal(9);
+        Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(30)), "nbdcopy did not exit after its server died");
+        Assert.NotEqual(0, copy.ExitCode);
+        string message = stderr.Result;
+        Assert.Single(message.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("nbdcopy: ", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RefusesBeforeCopying()
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "pattern", "2M");
+        using ServerProcess small = Peers.Nbdkit("memory", "1M");
+        using ServerProcess readOnly = Peers.Nbdkit("-r", "memory", "2M");
+        using var dir = new TempDirectory();
+
+        ToolResult result = Ours(source.Uri, small.Uri);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Equal("nbdcopy: error: destination size (1048576) is smaller than source size (2097152)\n", result.Stderr);
+
+        result = Ours(source.Uri, readOnly.Uri);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Equal($"nbdcopy: {readOnly.Uri}: the destination is read-only, cannot write to it\n", result.Stderr);
+
+        result = Ours(dir.File("missing.img"), "null:");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Equal($"nbdcopy: {dir.File("missing.img")}: No such file or directory\n", result.Stderr);
+
+        result = Ours("nbd+unix:///?socket=" + dir.File("nobody.sock"), "null:");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("nobody.sock", result.Stderr, StringComparison.Ordinal);
+
+        result = Ours(dir.Path, "null:");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Theory]
+    [InlineData("only-one")]
+    [InlineData("a", "b", "c")]
+    [InlineData("-C", "0", "a", "b")]
+    [InlineData("-C", "x", "a", "b")]
+    [InlineData("-R", "0", "a", "b")]
+    [InlineData("-T", "x", "a", "b")]
+    [InlineData("--request-size=1000", "a", "b")]
+    [InlineData("--request-size=64M", "a", "b")]
+    [InlineData("--sparse=100", "a", "b")]
+    [InlineData("--queue-size=x", "a", "b")]
+    [InlineData("--progress=x", "a", "b")]
+    [InlineData("--no-such-option", "a", "b")]
+    [InlineData("-Z", "a", "b")]
+    [InlineData("[", "nbdkit", "memory", "1M", "null:")]
+    public void BadCommandLines_OneLineAndExitOne(params string[] args)
+    {
+        ToolResult ours = Ours(args);
+        Assert.Equal(1, ours.ExitCode);
+        Assert.Equal("", ours.Stdout);
+        Assert.Single(ours.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("nbdcopy: ", ours.Stderr, StringComparison.Ordinal);
+        Assert.Equal(1, ToolProcess.RunLibnbd("nbdcopy", args).ExitCode);
+    }
+
+    [Fact]
+    public void HelpVersionAndOptionLists()
+    {
+        foreach (string list in new[] { "--long-options", "--short-options" })
+            Assert.Equal(ToolProcess.RunLibnbd("nbdcopy", list).Stdout, Ours(list).Stdout);
+        ToolResult help = Ours("--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("SOURCE DESTINATION", help.Stdout, StringComparison.Ordinal);
+        ToolResult version = Ours("-V");
+        Assert.Equal(0, version.ExitCode);
+        Assert.StartsWith("nbdcopy ", version.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RefusesToWriteToATerminal()
+    {
+        // script(1) gives the tool a terminal as stdout.
+        using ServerProcess source = Peers.Nbdkit("-r", "pattern", "1M");
+        ToolResult result = ToolProcess.Run(Requires.Program("script"),
+            ["-qec", $"'{OursPath}' '{source.Uri}' -", "/dev/null"]);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("nbdcopy: refusing to write to tty", result.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void MemoryStaysBounded_WhateverTheDiskSize()
+    {
+        // 8 GiB through 2 connections x 4 requests of 1 MiB: peak RSS must not grow with the disk.
+        using ServerProcess source = Peers.Nbdkit("-r", "pattern", "8G");
+        ToolResult result = Shell($"/usr/bin/time -f '%M' '{OursPath}' -R 4 --request-size=1M '{source.Uri}' null: 2>&1");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        long peakKiB = long.Parse(result.Stdout.Trim().Split('\n')[^1], CultureInfo.InvariantCulture);
+        Assert.True(peakKiB < 200 * 1024, $"peak RSS {peakKiB} KiB");
+    }
+}
