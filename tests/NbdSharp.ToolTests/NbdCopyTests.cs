@@ -444,14 +444,90 @@ public class NbdCopyTests
     [Fact]
     public void HelpVersionAndOptionLists()
     {
-        foreach (string list in new[] { "--long-options", "--short-options" })
-            Assert.Equal(ToolProcess.RunLibnbd("nbdcopy", list).Stdout, Ours(list).Stdout);
+        // libnbd 1.14's lists, plus 1.24's --blkhash and --blkhash-file.
+        Assert.Equal(ToolProcess.RunLibnbd("nbdcopy", "--short-options").Stdout, Ours("--short-options").Stdout);
+        string[] ours = Ours("--long-options").Stdout.Split('\n');
+        Assert.Equal(ToolProcess.RunLibnbd("nbdcopy", "--long-options").Stdout.Split('\n'),
+            ours.Where(o => o is not "--blkhash" and not "--blkhash-file"));
+        Assert.Contains("--blkhash", ours);
+        Assert.Contains("--blkhash-file", ours);
         ToolResult help = Ours("--help");
         Assert.Equal(0, help.ExitCode);
         Assert.Contains("SOURCE DESTINATION", help.Stdout, StringComparison.Ordinal);
         ToolResult version = Ours("-V");
         Assert.Equal(0, version.ExitCode);
         Assert.StartsWith("nbdcopy ", version.Stdout, StringComparison.Ordinal);
+    }
+
+    /// <summary>Known answers from libnbd 1.24's test suite (copy-blkhash-known.sh), which were cross-checked there
+    /// against the blkhash project's reference implementation.</summary>
+    [Theory]
+    [InlineData("", "sha256", "af5570f5a1810b7af78caf4bc70a660f0df51e42baf91d4de5b2328de0e83dfc")]
+    [InlineData("\"hello\"", "md5", "f741ac9ce55f5325906bb14e9c05d467")]
+    [InlineData("\"hello\"", "sha256", "337355feb53a5309d5aba92796223c2c84ffab930e706c01fef573a2722545e6")]
+    [InlineData("\"hello\"", "sha512", "eca04a593cf12ec4132993da709048e25a2f1be3526e132fb521ec9d41f023ec4018b3fd07b014a33e36bb5fa145b36991f431e62f9e1a93bebea6c9565682c1")]
+    [InlineData("\"hello\"", "md5/4", "8262896de34125dec173722c920e8bd0")]
+    [InlineData("\"hello\" @1048576 \"goodbye\"", "sha256", "61b8f3a8cea76e16eeff7ce27f1b7711c1f1e437f5038cec17773772a4bded28")]
+    [InlineData("\"12345678\"*512*256", "md5", "84fc21ac2f49ac283ff399378d834d1a")]
+    [InlineData("\"12345678\"*512*256", "sha256", "cbb388edd25e567b85f504c7b345497f9fb4f6bbf4e39768809184b9f9e678f8")]
+    [InlineData("\"12345678\"*512*256", "sha512/512k", "379f7eb1628058c7abbc4c96941ac972074815ea9ef4aca95eefb2b4f9c29f64023fff8d966e9fddf08d07bdba548e75298917f10268fdf9ba636c2321a2214e")]
+    public void BlockHash_KnownAnswers(string data, string digest, string expected)
+    {
+        using ServerProcess server = Peers.Nbdkit("-r", "data", data);
+        using var dir = new TempDirectory();
+        Succeeds(Ours("--blkhash=" + digest, "--blkhash-file=" + dir.File("hash"), server.Uri, "null:"));
+        Assert.Equal(expected + "\n", File.ReadAllText(dir.File("hash")));
+        ToolResult toStdout = Ours("--blkhash=" + digest, server.Uri, "null:");
+        Assert.Equal(expected + "\n", toStdout.Stdout);
+    }
+
+    /// <summary>The same disk gives the same blkhash whatever the path: holes from block status, zero runs found in
+    /// data, several connections, the synchronous copy, a pipe, a file; and it equals the digest computed here from
+    /// the bytes themselves.</summary>
+    [Fact]
+    public void BlockHash_SameWhateverThePath()
+    {
+        using ServerProcess server = Peers.Nbdkit("-r", "sparse-random", "40M", "seed=8", "percent=25");
+        byte[] disk = Contents(server.Uri);
+        string expected = ReferenceBlockHash(disk, 64 * 1024) + "\n";
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("disk.img"), disk);
+        string q(string path) => "'" + path + "'";
+        foreach (string script in new[]
+        {
+            $"{q(OursPath)} --blkhash {q(server.Uri)} null:",
+            $"{q(OursPath)} --blkhash -C 1 -R 3 --request-size=8M {q(server.Uri)} null:",
+            $"{q(OursPath)} --blkhash --synchronous {q(server.Uri)} null:",
+            $"{q(OursPath)} --blkhash --no-extents {q(server.Uri)} {q(dir.File("copy.img"))}",
+            $"{q(OursPath)} --blkhash=sha256 {q(dir.File("disk.img"))} null:",
+            $"cat {q(dir.File("disk.img"))} | {q(OursPath)} --blkhash - null:",
+        })
+        {
+            ToolResult result = Shell(script);
+            Assert.True(result.ExitCode == 0, script + "\n" + result);
+            Assert.Equal(expected, result.Stdout);
+        }
+    }
+
+    private static string ReferenceBlockHash(byte[] disk, int blockSize)
+    {
+        using var final = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        for (int offset = 0; offset < disk.Length; offset += blockSize)
+            final.AppendData(System.Security.Cryptography.SHA256.HashData(disk.AsSpan(offset, Math.Min(blockSize, disk.Length - offset))));
+        final.AppendData(BitConverter.GetBytes((long)disk.Length));
+        return Convert.ToHexStringLower(final.GetHashAndReset());
+    }
+
+    [Theory]
+    [InlineData("--blkhash=sha3")]
+    [InlineData("--blkhash=md5/1000")]
+    [InlineData("--blkhash=sha256/x")]
+    public void BlockHash_BadDigests(string option)
+    {
+        ToolResult result = Ours(option, "a", "null:");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("nbdcopy: --blkhash: ", result.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]

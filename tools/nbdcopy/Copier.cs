@@ -39,6 +39,9 @@ internal sealed class Copier
         _zeroes = new byte[options.RequestSize];
     }
 
+    /// <summary>How many bytes a source of unknown size turned out to hold (after the synchronous copy).</summary>
+    public long CopiedSize { get; private set; } = -1;
+
     /// <summary>Why the copy failed (one line), or null while it has not.</summary>
     public string? Failure => Volatile.Read(ref _failure);
 
@@ -182,7 +185,10 @@ internal sealed class Copier
                 while (work.TryRead(out Extent item))
                 {
                     if (item.Zero)
+                    {
+                        _options.BlockHash?.Add(item.Offset, item.Length, default, zero: true);
                         await ZeroAsync(connection, item.Offset, item.Length).ConfigureAwait(false);
+                    }
                     else
                         await CopyDataAsync(connection, buffer.AsMemory(0, (int)item.Length), item.Offset).ConfigureAwait(false);
                     if (_failed.IsCancellationRequested)
@@ -208,6 +214,7 @@ internal sealed class Copier
         {
             throw Failed(Describe("read", offset, e));
         }
+        _options.BlockHash?.Add(offset, data.Length, data.Span, zero: false);
 
         long sparse = _options.SparseSize;
         if (_options.Allocated || sparse == 0)
@@ -260,7 +267,11 @@ internal sealed class Copier
                     throw Failed(Describe("read", offset, e));
                 }
                 if (n == 0)
+                {
+                    CopiedSize = offset;
                     return;
+                }
+                _options.BlockHash?.Add(offset, n, buffer.AsSpan(0, n), zero: false);
                 await WriteAsync(0, buffer.AsMemory(0, n), offset).ConfigureAwait(false);
                 offset += n;
             }
@@ -289,6 +300,7 @@ internal sealed class Copier
             {
                 if (extent.Zero)
                 {
+                    _options.BlockHash?.Add(offset, extent.Length, default, zero: true);
                     await ZeroAsync(0, offset, extent.Length).ConfigureAwait(false);
                     offset += extent.Length;
                     continue;
@@ -305,6 +317,7 @@ internal sealed class Copier
                 }
                 if (n < data.Length)
                     throw Failed(_source.Name + ": unexpected end of file");
+                _options.BlockHash?.Add(offset, n, data.Span, zero: false);
                 await WriteAsync(0, data, offset).ConfigureAwait(false);
                 offset += n;
                 _progress.Update(offset, _source.Size);

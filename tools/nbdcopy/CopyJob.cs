@@ -123,6 +123,8 @@ internal sealed class CopyJob(CopyOptions options)
         Task copy = options.Synchronous ? copier.RunSynchronousAsync() : copier.RunAsync((int)options.Connections);
         WaitForCopy(copier, copy, source, destination);
         progress.Update(1, 1);
+        if (options.BlockHash is { } hash)
+            PrintBlockHash(hash.Finish(source.Size >= 0 ? source.Size : copier.CopiedSize));
 
         source.Close();
         if (options.Flush)
@@ -158,6 +160,24 @@ internal sealed class CopyJob(CopyOptions options)
         catch (Copier.CopyFailedException)
         {
             throw new ToolException(copier.Failure ?? "copy failed");
+        }
+    }
+
+    private void PrintBlockHash(string digest)
+    {
+        if (options.BlockHashFile is not { } file)
+        {
+            Console.Out.Write(digest + "\n");
+            Console.Out.Flush();
+            return;
+        }
+        try
+        {
+            System.IO.File.WriteAllText(file, digest + "\n");
+        }
+        catch (Exception e) when (e is System.IO.IOException or UnauthorizedAccessException)
+        {
+            throw new ToolException(file + ": " + e.Message, e);
         }
     }
 

@@ -28,6 +28,12 @@ internal sealed class CopyOptions
     public uint Threads { get; set; }
     public bool Verbose { get; private init; }
 
+    /// <summary>--blkhash: the hash to compute during the copy, or null.</summary>
+    public BlockHash? BlockHash { get; private init; }
+
+    /// <summary>--blkhash-file: where to print the blkhash (stdout when null).</summary>
+    public string? BlockHashFile { get; private init; }
+
     /// <summary>The source as written: a URI, a file, "-", or null when it is a server command.</summary>
     public string? Source { get; private init; }
 
@@ -47,6 +53,8 @@ internal sealed class CopyOptions
         // Declared in libnbd's order, so that --long-options and --short-options list them as it does.
         var help = new Option<bool>("--help");
         var allocated = new Option<bool>("--allocated");
+        var blkhash = new Option<string>("--blkhash");
+        var blkhashFile = new Option<string>("--blkhash-file");
         var connections = new Option<string>("--connections", "-C");
         var destinationIsZero = new Option<bool>("--destination-is-zero");
         var flush = new Option<bool>("--flush");
@@ -65,10 +73,11 @@ internal sealed class CopyOptions
         var endpoints = new Argument<string[]>("SOURCE DESTINATION") { Arity = ArgumentArity.ZeroOrMore };
         var root = new RootCommand("Copy to and from an NBD server")
         {
-            help, allocated, connections, destinationIsZero, flush, noExtents, progress, progressFd, queueSize, requestSize,
+            help, allocated, blkhash, blkhashFile, connections, destinationIsZero, flush, noExtents, progress, progressFd, queueSize, requestSize,
             requests, sparse, synchronous, targetIsZero, threads, verbose, version, endpoints,
         };
         var commandLine = new ToolCommandLine("nbdcopy", root) { BracketGroupsAnywhere = true };
+        commandLine.OptionalValue("--blkhash", "sha256");
 
         // getopt's optional argument: --progress=FD carries a file descriptor, --progress and -p do not.
         var words = new List<string>(args.Length);
@@ -115,6 +124,8 @@ internal sealed class CopyOptions
             ProgressFd = fdText == null ? -1 : ParseProgressFd(fdText),
             Synchronous = result.GetValue(synchronous),
             Verbose = result.GetValue(verbose),
+            BlockHash = result.GetValue(blkhash) is string digest ? BlockHash.Parse(digest) : null,
+            BlockHashFile = result.GetValue(blkhashFile),
             Source = sourceCommand == null ? positionals[0] : null,
             SourceCommand = sourceCommand,
             Destination = destinationCommand == null ? positionals[1] : null,
@@ -201,7 +212,8 @@ internal sealed class CopyOptions
 
         Copy to and from an NBD server:
 
-            nbdcopy [--allocated] [-C N|--connections=N]
+            nbdcopy [--allocated] [--blkhash[=DIGEST[/SIZE]]] [--blkhash-file=FILE]
+                    [-C N|--connections=N]
                     [--destination-is-zero|--target-is-zero] [--flush]
                     [--no-extents] [-p|--progress|--progress=FD]
                     [--queue-size=N] [--request-size=N] [-R N|--requests=N]
@@ -224,6 +236,7 @@ internal sealed class CopyOptions
             nbdcopy nbd://example.com - | file -
             cat disk1 disk2 | nbdcopy -- - [ qemu-nbd -f qcow2 output.qcow2 ]
 
+        DIGEST is md5, sha1, sha256 (the default) or sha512; SIZE the blkhash block size (default 64k).
         Sizes (--queue-size, --request-size, --sparse) may carry a suffix: K, M, G (powers of 1024), s (512).
         See nbdcopy(1) for the details.
 
