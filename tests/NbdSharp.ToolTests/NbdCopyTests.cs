@@ -166,6 +166,42 @@ public class NbdCopyTests
         AssertSame(Contents(source.Uri), File.ReadAllBytes(image), "qemu-nbd destination");
     }
 
+    /// <summary>A loop device as destination and as source (block devices keep their size and are never
+    /// truncated; their zeroes go through fallocate or BLKZEROOUT).</summary>
+    [Fact]
+    public void BlockDevice_AsDestinationAndSource()
+    {
+        using var dir = new TempDirectory();
+        string backing = dir.File("backing.img");
+        using (FileStream f = File.Create(backing))
+            f.SetLength(8 << 20);
+        File.WriteAllBytes(backing, Enumerable.Repeat((byte)0x5a, 8 << 20).ToArray());
+        string? losetup = Requires.Find("losetup") ?? Requires.Find("/usr/sbin/losetup") ?? Requires.Find("/sbin/losetup");
+        ToolResult attach = losetup == null ? new ToolResult(-1, "", "no losetup")
+            : ToolProcess.Run(losetup, ["-f", "--show", backing]);
+        if (attach.ExitCode != 0)
+            Assert.Skip("no loop device can be attached here (needs root and /dev/loop-control): " + attach.Stderr.Trim());
+        string device = attach.Stdout.Trim();
+        try
+        {
+            // 6 MiB into the 8 MiB device: data, holes zeroed, the last 2 MiB untouched.
+            using ServerProcess source = Peers.Nbdkit("-r", "data", "(1 2 3 4)*1000 @0x300000 (9)*70000", "size=6M");
+            Succeeds(Ours(source.Uri, device));
+            byte[] expected = Contents(source.Uri);
+            byte[] written = File.ReadAllBytes(device);
+            Assert.Equal(8 << 20, written.Length);
+            AssertSame(expected, written[..expected.Length], "block device destination");
+            Assert.All(written[expected.Length..], b => Assert.Equal(0x5a, b));
+
+            Succeeds(Ours(device, dir.File("from-device.img")));
+            AssertSame(written, File.ReadAllBytes(dir.File("from-device.img")), "block device source");
+        }
+        finally
+        {
+            ToolProcess.Run(losetup!, ["-d", device]);
+        }
+    }
+
     [Fact]
     public void QemuNbdQcow2AndNbdServer_AsSources()
     {
