@@ -2,22 +2,19 @@ using System;
 using System.Collections.Generic;
 using System.Globalization;
 using System.Threading;
-using System.Threading.Channels;
 using System.Threading.Tasks;
 
 namespace NbdSharp.Tools.Copy;
 
 /// <summary>
-/// The copy itself, as libnbd's nbdcopy does it. Workers (one per connection) take the source in 128 MiB ranges,
-/// ask for its extents, and turn each range into requests of --request-size bytes: runs of zeroes become one zero
-/// request (or nothing, when the destination already reads as zeroes), data is read into one of the worker's
-/// buffers and written out, with zero blocks found in the data (--sparse) zeroed instead of written. At most
-/// --requests requests per worker are in flight, and the buffers in use never exceed --queue-size per worker, so
-/// memory stays bounded whatever the size of the disk. The first failure ends the copy.
+/// The synchronous copy (--synchronous, and whenever a side is a pipe or stdio): one request at a time, in order,
+/// with libnbd's request words for failures. The multi-connection copy is <see cref="AioCopier"/>, which shares
+/// the helpers here.
 /// </summary>
 internal sealed class Copier
 {
-    /// <summary>How much of the source one worker takes at a time (libnbd's THREAD_WORK_SIZE).</summary>
+    /// <summary>How much of the source a worker of the multi-connection copy takes at a time (libnbd's
+    /// THREAD_WORK_SIZE).</summary>
     public const long WorkSize = 128L << 20;
 
     private readonly CopyEnd _source;
@@ -26,8 +23,6 @@ internal sealed class Copier
     private readonly ProgressBar _progress;
     private readonly byte[] _zeroes;
     private readonly CancellationTokenSource _failed = new();
-    private readonly object _lock = new();
-    private long _nextOffset;
     private string? _failure;
 
     public Copier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
@@ -48,201 +43,11 @@ internal sealed class Copier
     /// <summary>Signalled at the first failure.</summary>
     public CancellationToken FailedToken => _failed.Token;
 
-    /// <summary>Runs the multi-connection copy: <paramref name="workers"/> workers, one per connection.</summary>
-    public Task RunAsync(int workers)
-    {
-        var tasks = new Task[workers];
-        for (int i = 0; i < workers; i++)
-        {
-            int connection = i;
-            tasks[i] = Task.Run(() => WorkerAsync(connection));
-        }
-        return Task.WhenAll(tasks);
-    }
-
     /// <summary>Records the first failure and stops everything else.</summary>
     public void Fail(string message)
     {
         if (Interlocked.CompareExchange(ref _failure, message, null) == null)
             _failed.Cancel();
-    }
-
-    private bool NextRange(out long offset, out long count)
-    {
-        lock (_lock)
-        {
-            offset = _nextOffset;
-            if (offset >= _source.Size || _failed.IsCancellationRequested)
-            {
-                count = 0;
-                return false;
-            }
-            count = Math.Min(WorkSize, _source.Size - offset);
-            _nextOffset += WorkSize;
-            // Like libnbd, the bar shows requests issued rather than completed.
-            _progress.Update(offset, _source.Size);
-            return true;
-        }
-    }
-
-    private async Task WorkerAsync(int connection)
-    {
-        int slots = (int)Math.Max(1, Math.Min(_options.MaxRequests, _options.QueueSize / _options.RequestSize));
-        Channel<Extent> work = Channel.CreateBounded<Extent>(new BoundedChannelOptions(slots)
-        {
-            SingleWriter = true,
-            SingleReader = false,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
-        var consumers = new Task[slots];
-        for (int i = 0; i < slots; i++)
-            consumers[i] = Task.Run(() => ConsumeAsync(connection, work.Reader));
-        try
-        {
-            await ProduceAsync(connection, work.Writer).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (_failed.IsCancellationRequested)
-        {
-        }
-        catch (ToolException e)
-        {
-            Fail(e.Message);
-        }
-        catch (NbdException e)
-        {
-            Fail(_source.Name + ": " + e.Message);
-        }
-        finally
-        {
-            work.Writer.TryComplete();
-        }
-        await Task.WhenAll(consumers).ConfigureAwait(false);
-    }
-
-    /// <summary>Cuts each range into requests: whole zero requests coalesced, data requests as they are.</summary>
-    private async Task ProduceAsync(int connection, ChannelWriter<Extent> work)
-    {
-        var extents = new List<Extent>();
-        long requestSize = _options.RequestSize;
-        while (NextRange(out long offset, out long count))
-        {
-            if (_options.Extents)
-                await _source.GetExtentsAsync(connection, offset, count, extents).ConfigureAwait(false);
-            else
-                CopyEnd.DefaultExtents(offset, count, extents);
-
-            int index = 0;
-            long zeroStart = -1;
-            while (count > 0)
-            {
-                long length = Math.Min(count, requestSize);
-                if (OnlyZeroes(extents, ref index, offset, length))
-                {
-                    if (zeroStart < 0)
-                        zeroStart = offset;
-                }
-                else
-                {
-                    if (zeroStart >= 0)
-                    {
-                        await work.WriteAsync(new Extent(zeroStart, offset - zeroStart, true), _failed.Token).ConfigureAwait(false);
-                        zeroStart = -1;
-                    }
-                    await work.WriteAsync(new Extent(offset, length, false), _failed.Token).ConfigureAwait(false);
-                }
-                offset += length;
-                count -= length;
-            }
-            if (zeroStart >= 0)
-                await work.WriteAsync(new Extent(zeroStart, offset - zeroStart, true), _failed.Token).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>Whether every extent overlapping <c>[offset, offset + length)</c> reads as zeroes; moves
-    /// <paramref name="index"/> forward to the extent holding <paramref name="offset"/>.</summary>
-    private static bool OnlyZeroes(List<Extent> extents, ref int index, long offset, long length)
-    {
-        while (index + 1 < extents.Count && extents[index + 1].Offset <= offset)
-            index++;
-        for (int j = index; j < extents.Count; j++)
-        {
-            Extent extent = extents[j];
-            if (extent.Offset >= offset + length)
-                break;
-            if (!extent.Zero)
-                return false;
-        }
-        return true;
-    }
-
-    private async Task ConsumeAsync(int connection, ChannelReader<Extent> work)
-    {
-        byte[] buffer = GC.AllocateUninitializedArray<byte>(_options.RequestSize, pinned: true);
-        try
-        {
-            while (await work.WaitToReadAsync(_failed.Token).ConfigureAwait(false))
-            {
-                while (work.TryRead(out Extent item))
-                {
-                    if (item.Zero)
-                    {
-                        _options.BlockHash?.Add(item.Offset, item.Length, default, zero: true);
-                        await ZeroAsync(connection, item.Offset, item.Length).ConfigureAwait(false);
-                    }
-                    else
-                        await CopyDataAsync(connection, buffer.AsMemory(0, (int)item.Length), item.Offset).ConfigureAwait(false);
-                    if (_failed.IsCancellationRequested)
-                        return;
-                }
-            }
-        }
-        catch (OperationCanceledException) when (_failed.IsCancellationRequested)
-        {
-        }
-        catch (CopyFailedException)
-        {
-        }
-    }
-
-    private async ValueTask CopyDataAsync(int connection, Memory<byte> data, long offset)
-    {
-        try
-        {
-            await _source.ReadAsync(connection, data, offset).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            throw Failed(Describe("read", offset, e));
-        }
-        _options.BlockHash?.Add(offset, data.Length, data.Span, zero: false);
-
-        long sparse = _options.SparseSize;
-        if (_options.Allocated || sparse == 0)
-        {
-            await WriteAsync(connection, data, offset).ConfigureAwait(false);
-            return;
-        }
-
-        // Sparseness detection on whole --sparse blocks; a tail shorter than a block is always written.
-        long start = offset;
-        long end = offset + data.Length;
-        long runStart = start;
-        bool runIsZero = false;
-        long block = Math.Min(RoundUp(start, sparse), end);
-        for (; block + sparse <= end; block += sparse)
-        {
-            bool zero = IsZero(data.Span.Slice((int)(block - start), (int)sparse));
-            if (zero == runIsZero)
-                continue;
-            if (block > runStart)
-                await FlushRunAsync(connection, data, start, runStart, block, runIsZero).ConfigureAwait(false);
-            runStart = block;
-            runIsZero = zero;
-        }
-        if (block > runStart)
-            await FlushRunAsync(connection, data, start, runStart, block, runIsZero).ConfigureAwait(false);
-        if (end > block)
-            await WriteAsync(connection, data[(int)(block - start)..], block).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -325,13 +130,9 @@ internal sealed class Copier
         }
     }
 
-    private ValueTask FlushRunAsync(int connection, Memory<byte> data, long start, long from, long to, bool zero) =>
-        zero ? ZeroAsync(connection, from, to - from)
-             : WriteAsync(connection, data.Slice((int)(from - start), (int)(to - from)), from);
+    internal static long RoundUp(long value, long multiple) => (value + multiple - 1) & ~(multiple - 1);
 
-    private static long RoundUp(long value, long multiple) => (value + multiple - 1) & ~(multiple - 1);
-
-    private static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
+    internal static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
 
     private async ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> data, long offset)
     {

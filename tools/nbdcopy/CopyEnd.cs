@@ -78,6 +78,32 @@ internal abstract class CopyEnd : IDisposable
         extents.Add(new Extent(offset, count, false));
     }
 
+    // The callback form used by the multi-connection copy (libnbd's aio with completion callbacks). NBD ends
+    // complete on the thread that polls their connection; the others complete inline, before returning.
+
+    /// <summary>The handle whose replies someone must poll for connection <paramref name="connection"/>, or null
+    /// when this end completes everything inline.</summary>
+    public virtual NbdHandle? PollHandle(int connection) => null;
+
+    /// <summary>Starts reading exactly <paramref name="buffer"/>'s length at <paramref name="offset"/>;
+    /// <paramref name="done"/> is called once with the errno (0 on success).</summary>
+    public abstract void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done);
+
+    /// <summary>Starts writing <paramref name="buffer"/> at <paramref name="offset"/>; <paramref name="done"/> is
+    /// called once with the errno.</summary>
+    public abstract void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done);
+
+    /// <summary>Starts zeroing a range if this end can without data (as <see cref="ZeroAsync"/>).</summary>
+    /// <returns>False (and <paramref name="done"/> is not called) when it cannot.</returns>
+    public virtual bool StartZero(int connection, long offset, long length, bool allocate, CompletionCallback done) => false;
+
+    /// <summary>Calls <paramref name="done"/> now with success.</summary>
+    protected static void CompleteInline(CompletionCallback done)
+    {
+        int error = 0;
+        done(ref error);
+    }
+
     /// <summary>Makes the written data durable (--flush).</summary>
     public virtual void Flush()
     {

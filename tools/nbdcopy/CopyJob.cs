@@ -119,17 +119,52 @@ internal sealed class CopyJob(CopyOptions options)
 
         var progress = new ProgressBar(options.Progress, options.ProgressFd);
         progress.Update(0, 1);
-        var copier = new Copier(source, destination, options, progress);
-        Task copy = options.Synchronous ? copier.RunSynchronousAsync() : copier.RunAsync((int)options.Connections);
-        WaitForCopy(copier, copy, source, destination);
+        long copied = source.Size;
+        if (options.Synchronous)
+        {
+            var copier = new Copier(source, destination, options, progress);
+            WaitForCopy(copier, copier.RunSynchronousAsync(), source, destination);
+            if (copied < 0)
+                copied = copier.CopiedSize;
+        }
+        else
+        {
+            var copier = new AioCopier(source, destination, options, progress);
+            WaitForWorkers(copier, copier.Start((int)options.Connections), source, destination);
+        }
         progress.Update(1, 1);
         if (options.BlockHash is { } hash)
-            PrintBlockHash(hash.Finish(source.Size >= 0 ? source.Size : copier.CopiedSize));
+            PrintBlockHash(hash.Finish(copied));
 
         source.Close();
         if (options.Flush)
             destination.Flush();
         destination.Close();
+    }
+
+    /// <summary>Waits for the workers of the multi-connection copy; at the first failure tears both ends down (so
+    /// that no poller waits on a server that stopped answering), lets the workers unwind and reports it.</summary>
+    private static void WaitForWorkers(AioCopier copier, System.Threading.Thread[] workers, CopyEnd source, CopyEnd destination)
+    {
+        foreach (System.Threading.Thread worker in workers)
+        {
+            while (!worker.Join(50))
+            {
+                if (copier.Failure != null)
+                    break;
+            }
+            if (copier.Failure != null)
+                break;
+        }
+        if (copier.Failure is { } failure)
+        {
+            source.Dispose();
+            destination.Dispose();
+            long deadline = Environment.TickCount64 + (long)UnwindTimeout.TotalMilliseconds;
+            foreach (System.Threading.Thread worker in workers)
+                worker.Join((int)Math.Max(0, deadline - Environment.TickCount64));
+            throw new ToolException(failure);
+        }
     }
 
     /// <summary>Waits for the copy; at the first failure tears both ends down (so that nothing waits on a server

@@ -64,13 +64,37 @@ internal sealed unsafe class FileEnd : CopyEnd
 
     public override ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset)
     {
-        int done = ReadFully(buffer.Span, offset);
-        if (done < buffer.Length)
-            throw new ToolException(Name + ": unexpected end of file");
+        ReadExactly(buffer.Span, offset);
         return default;
     }
 
+    private void ReadExactly(Span<byte> buffer, long offset)
+    {
+        if (ReadFully(buffer, offset) < buffer.Length)
+            throw new ToolException(Name + ": unexpected end of file");
+    }
+
     public override ValueTask<int> ReadSomeAsync(Memory<byte> buffer, long offset) => new(ReadFully(buffer.Span, offset));
+
+    public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done)
+    {
+        ReadExactly(buffer.Span, offset);
+        CompleteInline(done);
+    }
+
+    public override void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done)
+    {
+        RandomAccess.Write(_handle, buffer.Span, offset);
+        CompleteInline(done);
+    }
+
+    public override bool StartZero(int connection, long offset, long length, bool allocate, CompletionCallback done)
+    {
+        if (!Zero(offset, length, allocate))
+            return false;
+        CompleteInline(done);
+        return true;
+    }
 
     private int ReadFully(Span<byte> buffer, long offset)
     {
@@ -93,18 +117,21 @@ internal sealed unsafe class FileEnd : CopyEnd
 
     /// <summary>libnbd's order: punch a hole (unless allocating), zero the range, punch then allocate (files),
     /// BLKZEROOUT (aligned ranges of block devices); what fails once is not tried again.</summary>
-    public override ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate)
+    public override ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate) =>
+        new(Zero(offset, length, allocate));
+
+    private bool Zero(long offset, long length, bool allocate)
     {
         if (!allocate && _canPunchHole)
         {
             if (LibC.Fallocate(_fd, LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length) == 0)
-                return new(true);
+                return true;
             _canPunchHole = false;
         }
         if (_canZeroRange)
         {
             if (LibC.Fallocate(_fd, LibC.FALLOC_FL_ZERO_RANGE, offset, length) == 0)
-                return new(true);
+                return true;
             _canZeroRange = false;
         }
         if (_canPunchHole && _canFallocate)
@@ -112,7 +139,7 @@ internal sealed unsafe class FileEnd : CopyEnd
             if (LibC.Fallocate(_fd, LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, length) == 0)
             {
                 if (LibC.Fallocate(_fd, 0, offset, length) == 0)
-                    return new(true);
+                    return true;
                 _canFallocate = false;
             }
             else
@@ -126,10 +153,10 @@ internal sealed unsafe class FileEnd : CopyEnd
             range[0] = (ulong)offset;
             range[1] = (ulong)length;
             if (LibC.Ioctl(_fd, LibC.BLKZEROOUT, range) == 0)
-                return new(true);
+                return true;
             _canZeroOut = false;
         }
-        return new(false);
+        return false;
     }
 
     public override ValueTask GetExtentsAsync(int connection, long offset, long count, List<Extent> extents)
@@ -256,6 +283,12 @@ internal sealed class PipeEnd : CopyEnd
 
     public override ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset) => _stream.WriteAsync(buffer);
 
+    public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done) =>
+        throw new InvalidOperationException("a pipe is only copied synchronously");
+
+    public override void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done) =>
+        throw new InvalidOperationException("a pipe is only copied synchronously");
+
     public override void Close() => Dispose();
 
     protected override void Dispose(bool disposing)
@@ -282,4 +315,16 @@ internal sealed class NullEnd : CopyEnd
     public override ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset) => default;
 
     public override ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate) => new(true);
+
+    public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done) =>
+        throw new InvalidOperationException("null: is only a destination");
+
+    public override void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done) =>
+        CompleteInline(done);
+
+    public override bool StartZero(int connection, long offset, long length, bool allocate, CompletionCallback done)
+    {
+        CompleteInline(done);
+        return true;
+    }
 }

@@ -73,6 +73,22 @@ internal sealed class NbdEnd : CopyEnd
         _collectors.Add(new ExtentCollector());
     }
 
+    public override NbdHandle? PollHandle(int connection) => _handles[connection];
+
+    public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done) =>
+        _handles[connection].AioPread(buffer, (ulong)offset, done);
+
+    public override void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done) =>
+        _handles[connection].AioPwrite(buffer, (ulong)offset, done);
+
+    public override bool StartZero(int connection, long offset, long length, bool allocate, CompletionCallback done)
+    {
+        if (!_canZero)
+            return false;
+        _handles[connection].AioZero((ulong)length, (ulong)offset, done, allocate ? CmdFlag.NoHole : CmdFlag.None);
+        return true;
+    }
+
     public override ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset) =>
         _handles[connection].PreadAsync(buffer, (ulong)offset);
 

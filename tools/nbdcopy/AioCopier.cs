@@ -1,0 +1,447 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+
+namespace NbdSharp.Tools.Copy;
+
+/// <summary>
+/// The multi-connection copy on libnbd's aio calls with completion callbacks, so that no request waits for a thread
+/// hand-off: one worker per connection cuts its 128 MiB ranges into requests (from the source's extents, fetched
+/// ahead), and a fixed set of request slots, each with its own buffer, carries them. A read's completion callback
+/// (run by whichever thread polls the source connection) issues the writes or zeroes; the last write's callback
+/// starts the slot's next request at once. One thread per NBD connection polls it. At most --requests slots per
+/// worker, and never more buffer than --queue-size, so memory is bounded whatever the size of the disk.
+/// </summary>
+internal sealed class AioCopier
+{
+    private readonly CopyEnd _source;
+    private readonly CopyEnd _destination;
+    private readonly CopyOptions _options;
+    private readonly ProgressBar _progress;
+    private readonly byte[] _zeroes;
+    private readonly object _rangeLock = new();
+    private readonly CancellationTokenSource _failed = new();
+    private long _nextOffset;
+    private string? _failure;
+
+    public AioCopier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
+    {
+        _source = source;
+        _destination = destination;
+        _options = options;
+        _progress = progress;
+        _zeroes = new byte[options.RequestSize];
+    }
+
+    /// <summary>Why the copy failed (one line), or null while it has not.</summary>
+    public string? Failure => Volatile.Read(ref _failure);
+
+    /// <summary>Signalled at the first failure.</summary>
+    public CancellationToken FailedToken => _failed.Token;
+
+    /// <summary>Runs the copy on <paramref name="workers"/> dedicated threads; returns when they are all done or
+    /// (see <see cref="Failure"/>) when the copy failed and they stopped.</summary>
+    public Thread[] Start(int workers)
+    {
+        var threads = new Thread[workers];
+        for (int i = 0; i < workers; i++)
+        {
+            var worker = new Worker(this, i);
+            threads[i] = new Thread(worker.Run) { IsBackground = true, Name = "nbdcopy worker " + i };
+            threads[i].Start();
+        }
+        return threads;
+    }
+
+    public void Fail(string message)
+    {
+        if (Interlocked.CompareExchange(ref _failure, message, null) == null)
+            _failed.Cancel();
+    }
+
+    private bool Failed => _failed.IsCancellationRequested;
+
+    private bool NextRange(out long offset, out long count)
+    {
+        lock (_rangeLock)
+        {
+            offset = _nextOffset;
+            if (offset >= _source.Size || Failed)
+            {
+                count = 0;
+                return false;
+            }
+            count = Math.Min(Copier.WorkSize, _source.Size - offset);
+            _nextOffset += Copier.WorkSize;
+            _progress.Update(offset, _source.Size);
+            return true;
+        }
+    }
+
+    /// <summary>One connection's share of the copy.</summary>
+    private sealed class Worker
+    {
+        [ThreadStatic]
+        private static int t_starting;
+
+        private readonly AioCopier _copier;
+        private readonly int _connection;
+        private readonly Slot[] _slots;
+        private readonly object _lock = new();
+        private readonly Queue<Extent> _items = new();
+        private readonly Stack<Slot> _idle = new();
+        private readonly ManualResetEventSlim _wake = new(false);
+        private readonly List<Extent> _extents = [];
+        private volatile bool _stopPolling;
+
+        public Worker(AioCopier copier, int connection)
+        {
+            _copier = copier;
+            _connection = connection;
+            CopyOptions options = copier._options;
+            int slots = (int)Math.Max(1, Math.Min(options.MaxRequests, options.QueueSize / options.RequestSize));
+            _slots = new Slot[slots];
+            for (int i = 0; i < slots; i++)
+            {
+                _slots[i] = new Slot(this, options.RequestSize);
+                _idle.Push(_slots[i]);
+            }
+        }
+
+        public void Run()
+        {
+            var pollers = new List<Thread>(2);
+            foreach (NbdHandle? handle in new[] { _copier._source.PollHandle(_connection), _copier._destination.PollHandle(_connection) })
+            {
+                if (handle == null)
+                    continue;
+                var poller = new Thread(() => PollLoop(handle)) { IsBackground = true, Name = "nbdcopy poller " + _connection };
+                poller.Start();
+                pollers.Add(poller);
+            }
+            try
+            {
+                Produce();
+            }
+            catch (Exception e) when (e is ToolException or NbdException or System.IO.IOException or InvalidOperationException)
+            {
+                _copier.Fail(e is NbdException ? _copier._source.Name + ": " + e.Message : e.Message);
+            }
+            finally
+            {
+                _stopPolling = true;
+                foreach (Thread poller in pollers)
+                    poller.Join();
+            }
+        }
+
+        /// <summary>Keeps the request queue filled from the source's ranges and hands requests to idle slots,
+        /// until every range is copied and every slot is idle again.</summary>
+        private void Produce()
+        {
+            bool rangesDone = false;
+            while (true)
+            {
+                _wake.Reset();
+                if (_copier.Failed)
+                    return;
+                bool low;
+                lock (_lock)
+                    low = _items.Count < _slots.Length;
+                if (low && !rangesDone)
+                {
+                    if (_copier.NextRange(out long offset, out long count))
+                        Enqueue(offset, count);
+                    else
+                        rangesDone = true;
+                }
+                Dispatch();
+                lock (_lock)
+                {
+                    if (rangesDone && _items.Count == 0 && _idle.Count == _slots.Length)
+                        return;
+                    low = _items.Count < _slots.Length;
+                }
+                if (!low || rangesDone)
+                    _wake.Wait();
+            }
+        }
+
+        /// <summary>Cuts a range into requests, as libnbd: runs of zeroes coalesced, data by --request-size.</summary>
+        private void Enqueue(long offset, long count)
+        {
+            CopyOptions options = _copier._options;
+            if (options.Extents)
+                _copier._source.GetExtentsAsync(_connection, offset, count, _extents).AsTask().GetAwaiter().GetResult();
+            else
+                CopyEnd.DefaultExtents(offset, count, _extents);
+            var items = new List<Extent>((int)(count / options.RequestSize) + 2);
+            int index = 0;
+            long zeroStart = -1;
+            while (count > 0)
+            {
+                long length = Math.Min(count, options.RequestSize);
+                if (OnlyZeroes(_extents, ref index, offset, length))
+                {
+                    if (zeroStart < 0)
+                        zeroStart = offset;
+                }
+                else
+                {
+                    if (zeroStart >= 0)
+                    {
+                        items.Add(new Extent(zeroStart, offset - zeroStart, true));
+                        zeroStart = -1;
+                    }
+                    items.Add(new Extent(offset, length, false));
+                }
+                offset += length;
+                count -= length;
+            }
+            if (zeroStart >= 0)
+                items.Add(new Extent(zeroStart, offset - zeroStart, true));
+            lock (_lock)
+            {
+                foreach (Extent item in items)
+                    _items.Enqueue(item);
+            }
+        }
+
+        private static bool OnlyZeroes(List<Extent> extents, ref int index, long offset, long length)
+        {
+            while (index + 1 < extents.Count && extents[index + 1].Offset <= offset)
+                index++;
+            for (int j = index; j < extents.Count; j++)
+            {
+                Extent extent = extents[j];
+                if (extent.Offset >= offset + length)
+                    break;
+                if (!extent.Zero)
+                    return false;
+            }
+            return true;
+        }
+
+        private void Dispatch()
+        {
+            while (!_copier.Failed)
+            {
+                Slot slot;
+                Extent item;
+                lock (_lock)
+                {
+                    if (_idle.Count == 0 || _items.Count == 0)
+                        return;
+                    slot = _idle.Pop();
+                    item = _items.Dequeue();
+                }
+                Start(slot, item);
+            }
+        }
+
+        /// <summary>A slot finished its request: it takes the next one at once, unless this thread is already inside
+        /// <see cref="Start"/> (ends that complete inline would otherwise recurse), in which case the producer does.</summary>
+        private void Finished(Slot slot)
+        {
+            Extent item = default;
+            bool next = false;
+            bool wake;
+            lock (_lock)
+            {
+                if (t_starting == 0 && !_copier.Failed && _items.Count > 0)
+                {
+                    item = _items.Dequeue();
+                    next = true;
+                }
+                else
+                {
+                    _idle.Push(slot);
+                }
+                wake = !next || _items.Count < _slots.Length;
+            }
+            if (wake)
+                _wake.Set();
+            if (next)
+                Start(slot, item);
+        }
+
+        private void Start(Slot slot, Extent item)
+        {
+            t_starting++;
+            try
+            {
+                slot.Item = item;
+                if (item.Zero)
+                {
+                    _copier._options.BlockHash?.Add(item.Offset, item.Length, default, zero: true);
+                    slot.Pending = 1;
+                    Zero(slot, item.Offset, item.Length);
+                    Done(slot);
+                }
+                else
+                {
+                    _copier._source.StartRead(_connection, slot.Buffer.AsMemory(0, (int)item.Length), item.Offset, slot.OnRead);
+                }
+            }
+            catch (Exception e) when (e is ToolException or NbdException or System.IO.IOException or InvalidOperationException)
+            {
+                _copier.Fail(Copier.Describe(item.Zero ? "write" : "read", item.Offset, e));
+                _wake.Set();
+            }
+            finally
+            {
+                t_starting--;
+            }
+        }
+
+        /// <summary>The read arrived: hash it, then write it out, zero blocks (--sparse) as zero requests.</summary>
+        public int ReadDone(Slot slot, int error)
+        {
+            Extent item = slot.Item;
+            if (error != 0)
+            {
+                FailWith("read", item.Offset, error);
+                return 1;
+            }
+            try
+            {
+                ReadOnlyMemory<byte> data = slot.Buffer.AsMemory(0, (int)item.Length);
+                CopyOptions options = _copier._options;
+                options.BlockHash?.Add(item.Offset, item.Length, data.Span, zero: false);
+                slot.Pending = 1;
+                long sparse = options.SparseSize;
+                if (options.Allocated || sparse == 0)
+                {
+                    Write(slot, data, item.Offset);
+                }
+                else
+                {
+                    long start = item.Offset;
+                    long end = start + item.Length;
+                    long runStart = start;
+                    bool runIsZero = false;
+                    long block = Math.Min(Copier.RoundUp(start, sparse), end);
+                    for (; block + sparse <= end; block += sparse)
+                    {
+                        bool zero = Copier.IsZero(data.Span.Slice((int)(block - start), (int)sparse));
+                        if (zero == runIsZero)
+                            continue;
+                        if (block > runStart)
+                            Run(slot, data, start, runStart, block, runIsZero);
+                        runStart = block;
+                        runIsZero = zero;
+                    }
+                    if (block > runStart)
+                        Run(slot, data, start, runStart, block, runIsZero);
+                    if (end > block)
+                        Write(slot, data[(int)(block - start)..], block);
+                }
+                Done(slot);
+            }
+            catch (Exception e) when (e is ToolException or NbdException or System.IO.IOException or InvalidOperationException)
+            {
+                _copier.Fail(Copier.Describe("write", item.Offset, e));
+                _wake.Set();
+            }
+            return 1;
+        }
+
+        private void Run(Slot slot, ReadOnlyMemory<byte> data, long start, long from, long to, bool zero)
+        {
+            if (zero)
+                Zero(slot, from, to - from);
+            else
+                Write(slot, data.Slice((int)(from - start), (int)(to - from)), from);
+        }
+
+        private void Write(Slot slot, ReadOnlyMemory<byte> data, long offset)
+        {
+            Interlocked.Increment(ref slot.Pending);
+            _copier._destination.StartWrite(_connection, data, offset, slot.OnWrite);
+        }
+
+        /// <summary>Nothing when the destination reads as zeroes already, a zero request when it has one, else
+        /// zeroes written the hard way.</summary>
+        private void Zero(Slot slot, long offset, long length)
+        {
+            if (_copier._options.DestinationIsZero)
+                return;
+            Interlocked.Increment(ref slot.Pending);
+            if (_copier._destination.StartZero(_connection, offset, length, _copier._options.Allocated, slot.OnWrite))
+                return;
+            Interlocked.Decrement(ref slot.Pending);
+            while (length > 0)
+            {
+                int chunk = (int)Math.Min(length, _copier._zeroes.Length);
+                Write(slot, _copier._zeroes.AsMemory(0, chunk), offset);
+                offset += chunk;
+                length -= chunk;
+            }
+        }
+
+        public int WriteDone(Slot slot, int error)
+        {
+            if (error != 0)
+            {
+                FailWith("write", slot.Item.Offset, error);
+                return 1;
+            }
+            Done(slot);
+            return 1;
+        }
+
+        private void Done(Slot slot)
+        {
+            if (Interlocked.Decrement(ref slot.Pending) == 0 && !_copier.Failed)
+                Finished(slot);
+        }
+
+        private void FailWith(string what, long offset, int error)
+        {
+            _copier.Fail(what + " at offset " + offset.ToString(System.Globalization.CultureInfo.InvariantCulture) +
+                " failed: " + Errno.Describe(error));
+            _wake.Set();
+        }
+
+        /// <summary>Reads one NBD connection's replies (running the completion callbacks) until the worker is done.</summary>
+        private void PollLoop(NbdHandle handle)
+        {
+            try
+            {
+                while (!_stopPolling && !_copier.Failed)
+                    handle.Poll(handle.AioInFlight() > 0 ? -1 : 10);
+            }
+            catch (NbdException e)
+            {
+                _copier.Fail(e.Message);
+            }
+            catch (ObjectDisposedException)
+            {
+                // Torn down after a failure elsewhere.
+            }
+            _wake.Set();
+        }
+    }
+
+    /// <summary>One request in flight: its buffer, its item, and how many of its writes are still out.</summary>
+    private sealed class Slot
+    {
+        public Slot(Worker worker, int size)
+        {
+            Buffer = GC.AllocateUninitializedArray<byte>(size, pinned: true);
+            OnRead = (ref int error) => worker.ReadDone(this, error);
+            OnWrite = (ref int error) => worker.WriteDone(this, error);
+        }
+
+        public byte[] Buffer { get; }
+
+        public Extent Item;
+
+        /// <summary>Writes and zeroes in flight, plus one while they are being issued.</summary>
+        public int Pending;
+
+        public CompletionCallback OnRead { get; }
+
+        public CompletionCallback OnWrite { get; }
+    }
+}
