@@ -172,7 +172,7 @@ internal sealed class AioCopier
         {
             CopyOptions options = _copier._options;
             if (options.Extents)
-                _copier._source.GetExtentsAsync(_connection, offset, count, _extents).AsTask().GetAwaiter().GetResult();
+                _copier._source.GetExtents(_connection, offset, count, _extents);
             else
                 CopyEnd.DefaultExtents(offset, count, _extents);
             var items = new List<Extent>((int)(count / options.RequestSize) + 2);

@@ -1,8 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
-using System.Threading;
-using System.Threading.Tasks;
+using System.IO;
 
 namespace NbdSharp.Tools.Copy;
 
@@ -22,8 +21,6 @@ internal sealed class Copier
     private readonly CopyOptions _options;
     private readonly ProgressBar _progress;
     private readonly byte[] _zeroes;
-    private readonly CancellationTokenSource _failed = new();
-    private string? _failure;
 
     public Copier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
     {
@@ -37,24 +34,12 @@ internal sealed class Copier
     /// <summary>How many bytes a source of unknown size turned out to hold (after the synchronous copy).</summary>
     public long CopiedSize { get; private set; } = -1;
 
-    /// <summary>Why the copy failed (one line), or null while it has not.</summary>
-    public string? Failure => Volatile.Read(ref _failure);
-
-    /// <summary>Signalled at the first failure.</summary>
-    public CancellationToken FailedToken => _failed.Token;
-
-    /// <summary>Records the first failure and stops everything else.</summary>
-    public void Fail(string message)
-    {
-        if (Interlocked.CompareExchange(ref _failure, message, null) == null)
-            _failed.Cancel();
-    }
-
     /// <summary>
-    /// The synchronous copy (--synchronous, and whenever a side is a pipe): one request at a time, in order. A
-    /// source of unknown size is copied until its end; otherwise extents still let holes be zeroed, not read.
+    /// The synchronous copy (--synchronous, and whenever a side is a pipe): one request at a time, in order, with
+    /// the library's synchronous calls (no thread hand-off). A source of unknown size is copied until its end;
+    /// otherwise extents still let holes be zeroed, not read.
     /// </summary>
-    public async Task RunSynchronousAsync()
+    public void RunSynchronous()
     {
         byte[] buffer = GC.AllocateUninitializedArray<byte>(_options.RequestSize, pinned: true);
         long offset = 0;
@@ -62,22 +47,14 @@ internal sealed class Copier
         {
             while (true)
             {
-                int n;
-                try
-                {
-                    n = await _source.ReadSomeAsync(buffer, offset).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is not CopyFailedException)
-                {
-                    throw Failed(Describe("read", offset, e));
-                }
+                int n = Read(buffer, offset);
                 if (n == 0)
                 {
                     CopiedSize = offset;
                     return;
                 }
                 _options.BlockHash?.Add(offset, n, buffer.AsSpan(0, n), zero: false);
-                await WriteAsync(0, buffer.AsMemory(0, n), offset).ConfigureAwait(false);
+                Write(buffer.AsSpan(0, n), offset);
                 offset += n;
             }
         }
@@ -90,7 +67,7 @@ internal sealed class Copier
             {
                 try
                 {
-                    await _source.GetExtentsAsync(0, offset, count, extents).ConfigureAwait(false);
+                    _source.GetExtents(0, offset, count, extents);
                 }
                 catch (NbdException e)
                 {
@@ -106,75 +83,72 @@ internal sealed class Copier
                 if (extent.Zero)
                 {
                     _options.BlockHash?.Add(offset, extent.Length, default, zero: true);
-                    await ZeroAsync(0, offset, extent.Length).ConfigureAwait(false);
+                    Zero(offset, extent.Length);
                     offset += extent.Length;
                     continue;
                 }
-                Memory<byte> data = buffer.AsMemory(0, (int)extent.Length);
-                int n;
-                try
-                {
-                    n = await _source.ReadSomeAsync(data, offset).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is not CopyFailedException)
-                {
-                    throw Failed(Describe("read", offset, e));
-                }
-                if (n < data.Length)
-                    throw Failed(_source.Name + ": unexpected end of file");
-                _options.BlockHash?.Add(offset, n, data.Span, zero: false);
-                await WriteAsync(0, data, offset).ConfigureAwait(false);
-                offset += n;
+                Span<byte> data = buffer.AsSpan(0, (int)extent.Length);
+                if (Read(data, offset) < data.Length)
+                    throw new ToolException(_source.Name + ": unexpected end of file");
+                _options.BlockHash?.Add(offset, data.Length, data, zero: false);
+                Write(data, offset);
+                offset += data.Length;
                 _progress.Update(offset, _source.Size);
             }
+        }
+    }
+
+    private int Read(Span<byte> data, long offset)
+    {
+        try
+        {
+            return _source.ReadSome(data, offset);
+        }
+        catch (Exception e) when (e is NbdException or IOException or ToolException)
+        {
+            throw new ToolException(Describe("read", offset, e), e);
+        }
+    }
+
+    private void Write(ReadOnlySpan<byte> data, long offset)
+    {
+        try
+        {
+            _destination.Write(data, offset);
+        }
+        catch (Exception e) when (e is NbdException or IOException or ToolException)
+        {
+            throw new ToolException(Describe("write", offset, e), e);
+        }
+    }
+
+    /// <summary>Makes a range of the destination read as zeroes: nothing when it already does, a zero request
+    /// when the destination has one, else zeroes written the hard way.</summary>
+    private void Zero(long offset, long length)
+    {
+        if (_options.DestinationIsZero)
+            return;
+        try
+        {
+            if (_destination.Zero(offset, length, _options.Allocated))
+                return;
+        }
+        catch (Exception e) when (e is NbdException or IOException or ToolException)
+        {
+            throw new ToolException(Describe("write", offset, e), e);
+        }
+        while (length > 0)
+        {
+            int chunk = (int)Math.Min(length, _zeroes.Length);
+            Write(_zeroes.AsSpan(0, chunk), offset);
+            offset += chunk;
+            length -= chunk;
         }
     }
 
     internal static long RoundUp(long value, long multiple) => (value + multiple - 1) & ~(multiple - 1);
 
     internal static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
-
-    private async ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> data, long offset)
-    {
-        try
-        {
-            await _destination.WriteAsync(connection, data, offset).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            throw Failed(Describe("write", offset, e));
-        }
-    }
-
-    /// <summary>Makes a range of the destination read as zeroes: nothing when it already does, a zero request
-    /// when the destination has one, else zeroes written the hard way.</summary>
-    private async ValueTask ZeroAsync(int connection, long offset, long length)
-    {
-        if (_options.DestinationIsZero)
-            return;
-        try
-        {
-            if (await _destination.ZeroAsync(connection, offset, length, _options.Allocated).ConfigureAwait(false))
-                return;
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            throw Failed(Describe("write", offset, e));
-        }
-        while (length > 0)
-        {
-            int chunk = (int)Math.Min(length, _zeroes.Length);
-            await WriteAsync(connection, _zeroes.AsMemory(0, chunk), offset).ConfigureAwait(false);
-            offset += chunk;
-            length -= chunk;
-        }
-    }
-
-    private CopyFailedException Failed(string message)
-    {
-        Fail(message);
-        return new CopyFailedException();
-    }
 
     /// <summary>One line for a failed request, libnbd's words: "read at offset N failed: strerror".</summary>
     public static string Describe(string what, long offset, Exception e)
@@ -191,9 +165,4 @@ internal sealed class Copier
 
     /// <summary>When the connection itself failed, what happened to it (libnbd's strerror alone would hide it).</summary>
     private static string DetailOf(NbdException e) => e is NbdProtocolException ? " (" + e.Message + ")" : "";
-
-    /// <summary>Unwinds a worker after its failure was recorded in <see cref="Failure"/>.</summary>
-    internal sealed class CopyFailedException : Exception
-    {
-    }
 }

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Threading.Tasks;
 
 namespace NbdSharp.Tools.Copy;
 
@@ -35,7 +34,7 @@ internal abstract class CopyEnd : IDisposable
 
     public virtual bool CanMultiConn => false;
 
-    /// <summary>Whether <see cref="GetExtentsAsync"/> tells holes from data.</summary>
+    /// <summary>Whether <see cref="GetExtents"/> tells holes from data.</summary>
     public virtual bool CanExtents => false;
 
     /// <summary>Opens connections 1 to <paramref name="connections"/> - 1 (multi-conn).</summary>
@@ -47,30 +46,24 @@ internal abstract class CopyEnd : IDisposable
     /// <returns>Whether the destination now reads as zeroes throughout.</returns>
     public virtual bool Truncate(long size) => false;
 
-    /// <summary>Reads exactly <paramref name="buffer"/>'s length at <paramref name="offset"/> (inside the size).</summary>
-    public abstract ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset);
-
     /// <summary>For the synchronous copy: reads up to the buffer's length, fewer only at the end.</summary>
     /// <returns>The bytes read; 0 at the end.</returns>
-    public abstract ValueTask<int> ReadSomeAsync(Memory<byte> buffer, long offset);
+    public abstract int ReadSome(Span<byte> buffer, long offset);
 
-    public abstract ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset);
+    /// <summary>For the synchronous copy: writes <paramref name="buffer"/> at <paramref name="offset"/>.</summary>
+    public abstract void Write(ReadOnlySpan<byte> buffer, long offset);
 
-    /// <summary>Makes a range read as zeroes without sending data, if this end can.</summary>
-    /// <param name="connection">The worker's connection.</param>
+    /// <summary>For the synchronous copy: makes a range read as zeroes without sending data, if this end can.</summary>
     /// <param name="offset">Where the range starts.</param>
     /// <param name="length">How long it is.</param>
     /// <param name="allocate">Whether the range must stay allocated (--allocated).</param>
     /// <returns>False when this end cannot zero efficiently (the caller then writes zeroes).</returns>
-    public virtual ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate) => new(false);
+    public virtual bool Zero(long offset, long length, bool allocate) => false;
 
     /// <summary>Replaces <paramref name="extents"/> with the extents of <c>[offset, offset + count)</c>, in order,
     /// covering it exactly. Ends that cannot tell report one data extent.</summary>
-    public virtual ValueTask GetExtentsAsync(int connection, long offset, long count, List<Extent> extents)
-    {
+    public virtual void GetExtents(int connection, long offset, long count, List<Extent> extents) =>
         DefaultExtents(offset, count, extents);
-        return default;
-    }
 
     public static void DefaultExtents(long offset, long count, List<Extent> extents)
     {
@@ -93,7 +86,7 @@ internal abstract class CopyEnd : IDisposable
     /// called once with the errno.</summary>
     public abstract void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done);
 
-    /// <summary>Starts zeroing a range if this end can without data (as <see cref="ZeroAsync"/>).</summary>
+    /// <summary>Starts zeroing a range if this end can without data (as <see cref="Zero"/>).</summary>
     /// <returns>False (and <paramref name="done"/> is not called) when it cannot.</returns>
     public virtual bool StartZero(int connection, long offset, long length, bool allocate, CompletionCallback done) => false;
 

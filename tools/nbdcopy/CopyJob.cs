@@ -1,6 +1,5 @@
 using System;
 using System.Globalization;
-using System.Threading.Tasks;
 
 namespace NbdSharp.Tools.Copy;
 
@@ -123,7 +122,7 @@ internal sealed class CopyJob(CopyOptions options)
         if (options.Synchronous)
         {
             var copier = new Copier(source, destination, options, progress);
-            WaitForCopy(copier, copier.RunSynchronousAsync(), source, destination);
+            copier.RunSynchronous();
             if (copied < 0)
                 copied = copier.CopiedSize;
         }
@@ -164,37 +163,6 @@ internal sealed class CopyJob(CopyOptions options)
             foreach (System.Threading.Thread worker in workers)
                 worker.Join((int)Math.Max(0, deadline - Environment.TickCount64));
             throw new ToolException(failure);
-        }
-    }
-
-    /// <summary>Waits for the copy; at the first failure tears both ends down (so that nothing waits on a server
-    /// that stopped answering), lets the workers unwind, and reports the failure.</summary>
-    private static void WaitForCopy(Copier copier, Task copy, CopyEnd source, CopyEnd destination)
-    {
-        var failed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using (copier.FailedToken.Register(() => failed.TrySetResult()))
-            Task.WaitAny(copy, failed.Task);
-        if (copier.Failure is { } failure)
-        {
-            source.Dispose();
-            destination.Dispose();
-            try
-            {
-                copy.Wait(UnwindTimeout);
-            }
-            catch (AggregateException)
-            {
-                // The workers' own errors after the first one are consequences of it.
-            }
-            throw new ToolException(failure);
-        }
-        try
-        {
-            copy.GetAwaiter().GetResult();
-        }
-        catch (Copier.CopyFailedException)
-        {
-            throw new ToolException(copier.Failure ?? "copy failed");
         }
     }
 

@@ -1,7 +1,6 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
-using System.Threading.Tasks;
 using Microsoft.Win32.SafeHandles;
 
 namespace NbdSharp.Tools.Copy;
@@ -62,19 +61,13 @@ internal sealed unsafe class FileEnd : CopyEnd
         return true;
     }
 
-    public override ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset)
-    {
-        ReadExactly(buffer.Span, offset);
-        return default;
-    }
-
     private void ReadExactly(Span<byte> buffer, long offset)
     {
         if (ReadFully(buffer, offset) < buffer.Length)
             throw new ToolException(Name + ": unexpected end of file");
     }
 
-    public override ValueTask<int> ReadSomeAsync(Memory<byte> buffer, long offset) => new(ReadFully(buffer.Span, offset));
+    public override int ReadSome(Span<byte> buffer, long offset) => ReadFully(buffer, offset);
 
     public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done)
     {
@@ -109,18 +102,11 @@ internal sealed unsafe class FileEnd : CopyEnd
         return done;
     }
 
-    public override ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset)
-    {
-        RandomAccess.Write(_handle, buffer.Span, offset);
-        return default;
-    }
+    public override void Write(ReadOnlySpan<byte> buffer, long offset) => RandomAccess.Write(_handle, buffer, offset);
 
     /// <summary>libnbd's order: punch a hole (unless allocating), zero the range, punch then allocate (files),
     /// BLKZEROOUT (aligned ranges of block devices); what fails once is not tried again.</summary>
-    public override ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate) =>
-        new(Zero(offset, length, allocate));
-
-    private bool Zero(long offset, long length, bool allocate)
+    public override bool Zero(long offset, long length, bool allocate)
     {
         if (!allocate && _canPunchHole)
         {
@@ -159,10 +145,13 @@ internal sealed unsafe class FileEnd : CopyEnd
         return false;
     }
 
-    public override ValueTask GetExtentsAsync(int connection, long offset, long count, List<Extent> extents)
+    public override void GetExtents(int connection, long offset, long count, List<Extent> extents)
     {
         if (!_seekHole)
-            return base.GetExtentsAsync(connection, offset, count, extents);
+        {
+            base.GetExtents(connection, offset, count, extents);
+            return;
+        }
         extents.Clear();
         long end = offset + count;
         lock (_seekLock)
@@ -192,7 +181,6 @@ internal sealed unsafe class FileEnd : CopyEnd
                 offset = hole;
             }
         }
-        return default;
     }
 
     public override void Flush()
@@ -265,15 +253,12 @@ internal sealed class PipeEnd : CopyEnd
         : base(name, "pipe_ops") =>
         _stream = new FileStream(handle, writing ? FileAccess.Write : FileAccess.Read, 0);
 
-    public override ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset) =>
-        throw new InvalidOperationException("a pipe is only read in order");
-
-    public override async ValueTask<int> ReadSomeAsync(Memory<byte> buffer, long offset)
+    public override int ReadSome(Span<byte> buffer, long offset)
     {
         int done = 0;
         while (done < buffer.Length)
         {
-            int n = await _stream.ReadAsync(buffer[done..]).ConfigureAwait(false);
+            int n = _stream.Read(buffer[done..]);
             if (n == 0)
                 break;
             done += n;
@@ -281,7 +266,7 @@ internal sealed class PipeEnd : CopyEnd
         return done;
     }
 
-    public override ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset) => _stream.WriteAsync(buffer);
+    public override void Write(ReadOnlySpan<byte> buffer, long offset) => _stream.Write(buffer);
 
     public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done) =>
         throw new InvalidOperationException("a pipe is only copied synchronously");
@@ -307,14 +292,13 @@ internal sealed class NullEnd : CopyEnd
 
     public override bool CanMultiConn => true;
 
-    public override ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset) =>
-        throw new InvalidOperationException("null: is only a destination");
+    public override int ReadSome(Span<byte> buffer, long offset) => 0;
 
-    public override ValueTask<int> ReadSomeAsync(Memory<byte> buffer, long offset) => new(0);
+    public override void Write(ReadOnlySpan<byte> buffer, long offset)
+    {
+    }
 
-    public override ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset) => default;
-
-    public override ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate) => new(true);
+    public override bool Zero(long offset, long length, bool allocate) => true;
 
     public override void StartRead(int connection, Memory<byte> buffer, long offset, CompletionCallback done) =>
         throw new InvalidOperationException("null: is only a destination");

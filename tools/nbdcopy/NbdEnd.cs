@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Threading.Tasks;
 
 namespace NbdSharp.Tools.Copy;
 
@@ -89,30 +88,25 @@ internal sealed class NbdEnd : CopyEnd
         return true;
     }
 
-    public override ValueTask ReadAsync(int connection, Memory<byte> buffer, long offset) =>
-        _handles[connection].PreadAsync(buffer, (ulong)offset);
-
-    public override async ValueTask<int> ReadSomeAsync(Memory<byte> buffer, long offset)
+    public override int ReadSome(Span<byte> buffer, long offset)
     {
         int length = (int)Math.Min(buffer.Length, Math.Max(0, Size - offset));
-        if (length == 0)
-            return 0;
-        await _handles[0].PreadAsync(buffer[..length], (ulong)offset).ConfigureAwait(false);
+        if (length > 0)
+            _handles[0].Pread(buffer[..length], (ulong)offset);
         return length;
     }
 
-    public override ValueTask WriteAsync(int connection, ReadOnlyMemory<byte> buffer, long offset) =>
-        _handles[connection].PwriteAsync(buffer, (ulong)offset);
+    public override void Write(ReadOnlySpan<byte> buffer, long offset) => _handles[0].Pwrite(buffer, (ulong)offset);
 
-    public override async ValueTask<bool> ZeroAsync(int connection, long offset, long length, bool allocate)
+    public override bool Zero(long offset, long length, bool allocate)
     {
         if (!_canZero)
             return false;
-        await _handles[connection].ZeroAsync((ulong)length, (ulong)offset, allocate ? CmdFlag.NoHole : CmdFlag.None).ConfigureAwait(false);
+        _handles[0].Zero((ulong)length, (ulong)offset, allocate ? CmdFlag.NoHole : CmdFlag.None);
         return true;
     }
 
-    public override async ValueTask GetExtentsAsync(int connection, long offset, long count, List<Extent> extents)
+    public override void GetExtents(int connection, long offset, long count, List<Extent> extents)
     {
         extents.Clear();
         ExtentCollector collector = _collectors[connection];
@@ -120,7 +114,7 @@ internal sealed class NbdEnd : CopyEnd
         {
             long start = offset;
             collector.Reset(offset, Math.Min(count, MaxBlockStatusRequest));
-            await _handles[connection].BlockStatus64Async((ulong)collector.End - (ulong)offset, (ulong)offset, collector.Callback).ConfigureAwait(false);
+            _handles[connection].BlockStatus64((ulong)collector.End - (ulong)offset, (ulong)offset, collector.Callback);
             // Keep what starts where we are, clipped to what was asked; the server must make progress.
             foreach (Extent extent in collector.Found)
             {
