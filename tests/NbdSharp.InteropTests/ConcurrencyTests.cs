@@ -10,6 +10,55 @@ namespace NbdSharp.InteropTests;
 [Collection(nameof(ThreadPoolCollection))]
 public class ConcurrencyTests
 {
+    /// <summary>
+    /// A thread that waits to send on one handle (its socket is full) reads that handle's replies meanwhile; their
+    /// callbacks issue a command on a second handle and another on the first (which must wait for the request
+    /// being sent). The second handle's send must not make the first forget it is mid-request: its deferred command
+    /// would be written into the middle of the other's payload (nbdcopy found this; the server then saw garbage
+    /// where a request header belongs and hung up).
+    /// </summary>
+    [Fact]
+    public void CallbacksSendingOnAnotherHandle_WhileThisOneWaitsToSend_KeepRequestsWhole()
+    {
+        using ServerProcess first = Peers.Nbdkit("memory", "64M");
+        using ServerProcess second = Peers.Nbdkit("memory", "64M");
+        using var x = new NbdHandle();
+        using var y = new NbdHandle();
+        x.ConnectUri(first.Uri);
+        y.ConnectUri(second.Uri);
+        byte[] big = new byte[256 * 1024];
+        new Random(5).NextBytes(big);
+        byte[] small = new byte[4096];
+        Array.Fill(small, (byte)0xa8);
+        int callbacks = 0;
+        CompletionCallback onWrite = (ref int error) =>
+        {
+            Assert.Equal(0, error);
+            int n = Interlocked.Increment(ref callbacks);
+            y.AioPwrite(small, (ulong)(n % 1024) * 4096, null);
+            x.AioZero(4096, 48UL * 1024 * 1024 + (ulong)(n % 1024) * 4096, null);
+            return 1;
+        };
+        for (int round = 0; round < 40; round++)
+        {
+            for (int i = 0; i < 64; i++)
+                x.AioPwrite(big, (ulong)(i % 160) * (ulong)big.Length, onWrite);
+            while (x.AioInFlight() > 0 || y.AioInFlight() > 0)
+            {
+                if (x.AioInFlight() > 0)
+                    x.Poll(10);
+                if (y.AioInFlight() > 0)
+                    y.Poll(10);
+            }
+        }
+        Assert.Equal(40 * 64, callbacks);
+        byte[] back = new byte[big.Length];
+        x.Pread(back, 0);
+        Assert.Equal(big, back);
+        y.Pread(back.AsSpan(0, 4096), 4096);
+        Assert.Equal(small, back[..4096]);
+    }
+
     [Fact]
     public void ManyThreads_SyncAioAndAsyncTogether_OnOneHandle()
     {

@@ -52,6 +52,8 @@ internal sealed unsafe partial class CommandEngine
         }
         lock (_writeLock)
         {
+            // Restored, not cleared: this may run in a callback while the thread is sending on another handle.
+            CommandEngine? outer = t_sending;
             t_sending = this;
             try
             {
@@ -60,7 +62,7 @@ internal sealed unsafe partial class CommandEngine
             }
             finally
             {
-                t_sending = null;
+                t_sending = outer;
             }
         }
     }
@@ -246,6 +248,7 @@ internal sealed unsafe partial class CommandEngine
             _transport.WaitWritable(-1);
             return;
         }
+        CommandEngine? outerReading = t_reading;
         if (took)
             t_reading = this;
         try
@@ -269,7 +272,7 @@ internal sealed unsafe partial class CommandEngine
         {
             if (took)
             {
-                t_reading = null;
+                t_reading = outerReading;
                 ReleaseReader();
             }
         }

@@ -267,6 +267,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     /// <summary>Holds the reader role until <paramref name="until"/> completes or the connection ends.</summary>
     private void Drive(Command until)
     {
+        CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
         t_reading = this;
         try
         {
@@ -276,7 +277,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
         finally
         {
-            t_reading = null;
+            t_reading = outerReading;
             ReleaseReader();
         }
     }
@@ -344,6 +345,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 return 0;
         }
 
+        CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
         t_reading = this;
         try
         {
@@ -363,7 +365,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
         finally
         {
-            t_reading = null;
+            t_reading = outerReading;
             ReleaseReader();
         }
     }
@@ -497,6 +499,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                         break;
                     _readerActive = true;
                 }
+                CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
                 t_reading = this;
                 try
                 {
@@ -511,7 +514,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 }
                 finally
                 {
-                    t_reading = null;
+                    t_reading = outerReading;
                     ReleaseReader();
                 }
             }
@@ -752,6 +755,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             WaitForProgress(generation, long.MaxValue);
             Interlocked.Decrement(ref _pollWaiters);
         }
+        CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
         t_reading = this;
         try
         {
@@ -761,7 +765,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
         finally
         {
-            t_reading = null;
+            t_reading = outerReading;
             ReleaseReader();
         }
     }
