@@ -202,6 +202,24 @@ public class NbdCopyTests
         }
     }
 
+    /// <summary>Both directions over TLS (the TLS connection is polled by its own thread), multi-conn and not.</summary>
+    [Fact]
+    public void OverTls_BothWays()
+    {
+        using var files = new TlsFiles();
+        using ServerProcess plain = Peers.Nbdkit("-r", "sparse-random", "24M", "seed=2", "percent=40");
+        using ServerProcess tls = Peers.Nbdkit("--tls=require", "--tls-certificates=" + files.ServerDirectory, "memory", "24M");
+        string uri = $"nbds+unix:///?socket={tls.Socket}&tls-certificates={files.TrustOnlyDirectory}";
+        byte[] expected = Contents(plain.Uri);
+        using var dir = new TempDirectory();
+        foreach (string connections in new[] { "1", "4" })
+        {
+            Succeeds(Ours("-C", connections, plain.Uri, uri));
+            Succeeds(Ours("-C", connections, uri, dir.File("back.img")));
+            AssertSame(expected, File.ReadAllBytes(dir.File("back.img")), "over TLS with -C " + connections);
+        }
+    }
+
     [Fact]
     public void QemuNbdQcow2AndNbdServer_AsSources()
     {
@@ -316,7 +334,7 @@ public class NbdCopyTests
         using ServerProcess source = Peers.Nbdkit("-r", "sparse-random", "48M", "seed=21", "percent=40");
         using ServerProcess destination = Peers.Nbdkit("memory", "48M");
         ToolResult ours = Ours([.. options, "-v", source.Uri, destination.Uri]);
-        Assert.True(ours.ExitCode == 0, ours.ToString());
+        Assert.True(ours.ExitCode == 0, ours + "\n--- source server ---\n" + source.Stderr + "\n--- destination server ---\n" + destination.Stderr);
         AssertSame(Contents(source.Uri), Contents(destination.Uri), string.Join(' ', options));
 
         // The settled connections/requests/threads/synchronous line, against libnbd's on the same servers.

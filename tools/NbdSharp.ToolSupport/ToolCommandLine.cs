@@ -141,6 +141,31 @@ public sealed class ToolCommandLine
     }
 
     /// <summary>
+    /// Handles <c>--help</c> (prints <paramref name="helpText"/>) and <c>-V</c>/<c>--version</c> (libnbd's two lines:
+    /// the program's version, then the library's).
+    /// </summary>
+    /// <param name="result">The parse result.</param>
+    /// <param name="help">The --help option.</param>
+    /// <param name="version">The --version option.</param>
+    /// <param name="helpText">What --help prints.</param>
+    /// <returns>Whether one of them was given (the tool then exits 0).</returns>
+    public bool PrintedHelpOrVersion(ParseResult result, Option<bool> help, Option<bool> version, string helpText)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        if (result.GetValue(help))
+        {
+            Console.Out.Write(helpText);
+            return true;
+        }
+        if (result.GetValue(version))
+        {
+            Console.Out.Write(_program + " " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>
     /// Which of <paramref name="options"/> appeared last on the command line (getopt tools let the last of two
     /// opposite options win), or null when none did.
     /// </summary>
@@ -209,6 +234,5 @@ public sealed class ToolCommandLine
                     Console.WriteLine(name);
             }
         }
-        _ = _program;
     }
 }

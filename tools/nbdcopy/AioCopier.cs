@@ -92,6 +92,7 @@ internal sealed class AioCopier
         private readonly Stack<Slot> _idle = new();
         private readonly ManualResetEventSlim _wake = new(false);
         private readonly List<Extent> _extents = [];
+        private readonly List<NbdHandle> _polled = new(2);
         private volatile bool _stopPolling;
 
         public Worker(AioCopier copier, int connection)
@@ -110,11 +111,18 @@ internal sealed class AioCopier
 
         public void Run()
         {
+            // Like libnbd, the worker itself polls its connections and the completion callbacks run on it; only a
+            // TLS connection (whose decrypted bytes poll(2) cannot see) gets a thread of its own that polls it.
             var pollers = new List<Thread>(2);
             foreach (NbdHandle? handle in new[] { _copier._source.PollHandle(_connection), _copier._destination.PollHandle(_connection) })
             {
                 if (handle == null)
                     continue;
+                if (!handle.GetTlsNegotiated())
+                {
+                    _polled.Add(handle);
+                    continue;
+                }
                 var poller = new Thread(() => PollLoop(handle)) { IsBackground = true, Name = "nbdcopy poller " + _connection };
                 poller.Start();
                 pollers.Add(poller);
@@ -132,6 +140,31 @@ internal sealed class AioCopier
                 _stopPolling = true;
                 foreach (Thread poller in pollers)
                     poller.Join();
+            }
+        }
+
+        /// <summary>
+        /// Waits until a polled connection has replies and lets it process them (running their callbacks here),
+        /// or until another thread signals progress. The wait is short (10 ms) because replies may also be read by
+        /// another thread (a TLS poller, or the library when a sender finds its socket full).
+        /// </summary>
+        private unsafe void WaitForProgress()
+        {
+            int count = _polled.Count;
+            if (count == 0)
+            {
+                _wake.Wait(10);
+                return;
+            }
+            LibC.PollFd* fds = stackalloc LibC.PollFd[2];
+            for (int i = 0; i < count; i++)
+                fds[i] = new LibC.PollFd { Fd = _polled[i].AioGetFd(), Events = LibC.POLLIN };
+            if (LibC.Poll(fds, (nuint)count, 10) <= 0)
+                return;
+            for (int i = 0; i < count; i++)
+            {
+                if (fds[i].Revents != 0)
+                    _polled[i].AioNotifyRead();
             }
         }
 
@@ -163,7 +196,7 @@ internal sealed class AioCopier
                     low = _items.Count < _slots.Length;
                 }
                 if (!low || rangesDone)
-                    _wake.Wait();
+                    WaitForProgress();
             }
         }
 

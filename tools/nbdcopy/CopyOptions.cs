@@ -95,16 +95,8 @@ internal sealed class CopyOptions
         ParseResult? result = commandLine.Parse(words);
         if (result == null)
             return null;
-        if (result.GetValue(help))
-        {
-            Console.Out.Write(HelpText);
+        if (commandLine.PrintedHelpOrVersion(result, help, version, HelpText))
             return null;
-        }
-        if (result.GetValue(version))
-        {
-            Console.Out.Write("nbdcopy " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
-            return null;
-        }
 
         string[] positionals = result.GetValue(endpoints) ?? [];
         if (positionals.Length != 2)

@@ -56,16 +56,8 @@ internal sealed class InfoOptions
         ParseResult? result = commandLine.Parse(args);
         if (result == null)
             return null;
-        if (result.GetValue(help))
-        {
-            Console.Out.Write(HelpText);
+        if (commandLine.PrintedHelpOrVersion(result, help, version, HelpText))
             return null;
-        }
-        if (result.GetValue(version))
-        {
-            Console.Out.Write("nbdinfo " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
-            return null;
-        }
 
         // The last of --can/--cannot wins, as getopt would leave it.
         Option? canOption = ToolCommandLine.Last(result, can, cannot);
