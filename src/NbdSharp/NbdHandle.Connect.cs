@@ -263,11 +263,13 @@ public sealed partial class NbdHandle
 
     /// <summary>
     /// As libnbd, a connect that fails before it has to wait (a bad URI, a missing socket file, a refused
-    /// local connection) fails the aio call itself; anything later is reported by <see cref="Poll"/>.
+    /// local connection) fails the aio call itself; anything later is reported by <see cref="Poll"/>, also a
+    /// handshake that failed before the call returned (a server that exits at once can close the connection
+    /// that early).
     /// </summary>
     private void StartConnect(Task connect)
     {
-        if (connect.IsFaulted)
+        if (connect.IsFaulted && connect.Exception!.InnerException is not NbdProtocolException)
         {
             ExceptionDispatchInfo.Throw(connect.Exception!.InnerException!);
         }

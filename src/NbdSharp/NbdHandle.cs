@@ -67,6 +67,10 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         get
         {
             HandleState state = _state;
+            // A connect that failed on its own thread is still "connecting" until Poll reports the failure, as in
+            // libnbd (a `while (AioIsConnecting()) Poll(-1)` loop must see it).
+            if (state == HandleState.Dead && _pending is { Deliver: null })
+                return HandleState.Connecting;
             if (state != HandleState.Connected)
                 return state;
             return _engine!.State switch
