@@ -74,7 +74,7 @@ internal static class DumpCommandLine
         };
         var commandLine = new ToolCommandLine(Program, root);
 
-        ParseResult? result = commandLine.Parse(SplitAttachedValues(args));
+        ParseResult? result = commandLine.Parse(args);
         if (result == null)
             return null;
         // getopt acts on the first of them: "--version --help" prints the version.
@@ -98,32 +98,6 @@ internal static class DumpCommandLine
             ParseSize(result.GetValue(offset)?.LastOrDefault(), "--offset", 0),
             ParseSize(result.GetValue(length)?.LastOrDefault(), "--length", ulong.MaxValue),
             WantsColour(result, colour, noColour));
-    }
-
-    /// <summary>
-    /// "-n10" as "-n" "10" (and "-o", and the last of bundled letters: "-Vn10"), so that the word after it is never
-    /// taken as its value: "nbddump -n10 [ nbdkit ... ]" must still see the server command.
-    /// </summary>
-    private static List<string> SplitAttachedValues(IReadOnlyList<string> args)
-    {
-        var words = new List<string>(args.Count + 2);
-        bool options = true;
-        foreach (string word in args)
-        {
-            if (word is "--" or "[")
-                options = false;
-            int value = options && word.Length > 2 && word[0] == '-' && word[1] != '-' ? word.IndexOfAny(['n', 'o'], 1) + 1 : 0;
-            if (value > 0 && value < word.Length)
-            {
-                words.Add(word[..value]);
-                words.Add(word[value..]);
-            }
-            else
-            {
-                words.Add(word);
-            }
-        }
-        return words;
     }
 
     private static ulong ParseSize(string? text, string option, ulong unset)
