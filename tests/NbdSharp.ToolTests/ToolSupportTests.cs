@@ -89,6 +89,34 @@ public class ToolSupportTests
     }
 
     [Fact]
+    public void Getopt_AttachedShortValue_DoesNotTakeTheNextWord()
+    {
+        var n = new Option<string>("--length", "-n");
+        var v = new Option<bool>("-V");
+        var rest = new Argument<string[]>("endpoint") { Arity = ArgumentArity.ZeroOrMore };
+        var line = new ToolCommandLine("test", new RootCommand("test") { n, v, rest });
+        ParseResult result = line.Parse(["-Vn10", "nbd://h"])!;
+        Assert.Equal("10", result.GetValue(n));
+        Assert.True(result.GetValue(v));
+        Assert.Equal(["nbd://h"], result.GetValue(rest)!);
+        result = line.Parse(["-n", "10", "nbd://h"])!;
+        Assert.Equal("10", result.GetValue(n));
+        Assert.Equal(["nbd://h"], result.GetValue(rest)!);
+    }
+
+    [Fact]
+    public void Getopt_BracketGroupsAnywhere_LeaveAPlaceholder()
+    {
+        var rest = new Argument<string[]>("endpoints") { Arity = ArgumentArity.ZeroOrMore };
+        var line = new ToolCommandLine("test", new RootCommand("test") { rest }) { BracketGroupsAnywhere = true };
+        ParseResult result = line.Parse(["--", "[", "nbdkit", "null", "1M", "]", "out.img", "[", "qemu-nbd", "x", "]"])!;
+        Assert.Equal(["[", "out.img", "["], result.GetValue(rest)!);
+        Assert.Equal(2, line.ServerCommands.Count);
+        Assert.Equal(["nbdkit", "null", "1M"], line.ServerCommands[0]);
+        Assert.Equal(["qemu-nbd", "x"], line.ServerCommands[1]);
+    }
+
+    [Fact]
     public void Getopt_ServerCommand_InBrackets()
     {
         var (line, _, _, can, rest) = Sample();
