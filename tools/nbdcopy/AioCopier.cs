@@ -14,6 +14,9 @@ namespace NbdSharp.Tools.Copy;
 /// </summary>
 internal sealed class AioCopier
 {
+    /// <summary>How much of the source a worker takes at a time (libnbd's THREAD_WORK_SIZE).</summary>
+    private const long WorkSize = 128L << 20;
+
     private readonly CopyEnd _source;
     private readonly CopyEnd _destination;
     private readonly CopyOptions _options;
@@ -71,12 +74,17 @@ internal sealed class AioCopier
                 count = 0;
                 return false;
             }
-            count = Math.Min(Copier.WorkSize, _source.Size - offset);
-            _nextOffset += Copier.WorkSize;
+            count = Math.Min(WorkSize, _source.Size - offset);
+            _nextOffset += WorkSize;
             _progress.Update(offset, _source.Size);
             return true;
         }
     }
+
+    private static long RoundUp(long value, long multiple) => (value + multiple - 1) & ~(multiple - 1);
+
+    private static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
+
 
     /// <summary>One connection's share of the copy.</summary>
     private sealed class Worker
@@ -318,7 +326,7 @@ internal sealed class AioCopier
             }
             catch (Exception e) when (e is ToolException or NbdException or System.IO.IOException or InvalidOperationException)
             {
-                _copier.Fail(Copier.Describe(item.Zero ? "write" : "read", item.Offset, e));
+                _copier.Fail(CopyFailure.Describe(item.Zero ? "write" : "read", item.Offset, e));
                 _wake.Set();
             }
             finally
@@ -353,10 +361,10 @@ internal sealed class AioCopier
                     long end = start + item.Length;
                     long runStart = start;
                     bool runIsZero = false;
-                    long block = Math.Min(Copier.RoundUp(start, sparse), end);
+                    long block = Math.Min(RoundUp(start, sparse), end);
                     for (; block + sparse <= end; block += sparse)
                     {
-                        bool zero = Copier.IsZero(data.Span.Slice((int)(block - start), (int)sparse));
+                        bool zero = IsZero(data.Span.Slice((int)(block - start), (int)sparse));
                         if (zero == runIsZero)
                             continue;
                         if (block > runStart)
@@ -373,7 +381,7 @@ internal sealed class AioCopier
             }
             catch (Exception e) when (e is ToolException or NbdException or System.IO.IOException or InvalidOperationException)
             {
-                _copier.Fail(Copier.Describe("write", item.Offset, e));
+                _copier.Fail(CopyFailure.Describe("write", item.Offset, e));
                 _wake.Set();
             }
             return 1;
@@ -431,8 +439,7 @@ internal sealed class AioCopier
 
         private void FailWith(string what, long offset, int error)
         {
-            _copier.Fail(what + " at offset " + offset.ToString(System.Globalization.CultureInfo.InvariantCulture) +
-                " failed: " + Errno.Describe(error));
+            _copier.Fail(CopyFailure.Describe(what, offset, error));
             _wake.Set();
         }
 

@@ -121,7 +121,7 @@ internal sealed class CopyJob(CopyOptions options)
         long copied = source.Size;
         if (options.Synchronous)
         {
-            var copier = new Copier(source, destination, options, progress);
+            var copier = new SynchronousCopier(source, destination, options, progress);
             copier.RunSynchronous();
             if (copied < 0)
                 copied = copier.CopiedSize;

@@ -1,28 +1,22 @@
 using System;
 using System.Collections.Generic;
-using System.Globalization;
 using System.IO;
 
 namespace NbdSharp.Tools.Copy;
 
 /// <summary>
-/// The synchronous copy (--synchronous, and whenever a side is a pipe or stdio): one request at a time, in order,
-/// with libnbd's request words for failures. The multi-connection copy is <see cref="AioCopier"/>, which shares
-/// the helpers here.
+/// The synchronous copy (--synchronous, and whenever a side is a pipe or stdio): one request at a time, in order.
+/// The multi-connection copy is <see cref="AioCopier"/>.
 /// </summary>
-internal sealed class Copier
+internal sealed class SynchronousCopier
 {
-    /// <summary>How much of the source a worker of the multi-connection copy takes at a time (libnbd's
-    /// THREAD_WORK_SIZE).</summary>
-    public const long WorkSize = 128L << 20;
-
     private readonly CopyEnd _source;
     private readonly CopyEnd _destination;
     private readonly CopyOptions _options;
     private readonly ProgressBar _progress;
     private readonly byte[] _zeroes;
 
-    public Copier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
+    public SynchronousCopier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
     {
         _source = source;
         _destination = destination;
@@ -106,7 +100,7 @@ internal sealed class Copier
         }
         catch (Exception e) when (e is NbdException or IOException or ToolException)
         {
-            throw new ToolException(Describe("read", offset, e), e);
+            throw new ToolException(CopyFailure.Describe("read", offset, e), e);
         }
     }
 
@@ -118,7 +112,7 @@ internal sealed class Copier
         }
         catch (Exception e) when (e is NbdException or IOException or ToolException)
         {
-            throw new ToolException(Describe("write", offset, e), e);
+            throw new ToolException(CopyFailure.Describe("write", offset, e), e);
         }
     }
 
@@ -135,7 +129,7 @@ internal sealed class Copier
         }
         catch (Exception e) when (e is NbdException or IOException or ToolException)
         {
-            throw new ToolException(Describe("write", offset, e), e);
+            throw new ToolException(CopyFailure.Describe("write", offset, e), e);
         }
         while (length > 0)
         {
@@ -145,24 +139,4 @@ internal sealed class Copier
             length -= chunk;
         }
     }
-
-    internal static long RoundUp(long value, long multiple) => (value + multiple - 1) & ~(multiple - 1);
-
-    internal static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
-
-    /// <summary>One line for a failed request, libnbd's words: "read at offset N failed: strerror".</summary>
-    public static string Describe(string what, long offset, Exception e)
-    {
-        string reason = e switch
-        {
-            ToolException t => t.Message,
-            NbdException n => n.Errno != 0 ? Errno.Describe(n.Errno) + DetailOf(n) : n.Message,
-            _ => e.Message,
-        };
-        return offset < 0 ? what + " failed: " + reason
-            : what + " at offset " + offset.ToString(CultureInfo.InvariantCulture) + " failed: " + reason;
-    }
-
-    /// <summary>When the connection itself failed, what happened to it (libnbd's strerror alone would hide it).</summary>
-    private static string DetailOf(NbdException e) => e is NbdProtocolException ? " (" + e.Message + ")" : "";
 }
