@@ -39,11 +39,8 @@ internal sealed class AioCopier
     /// <summary>Why the copy failed (one line), or null while it has not.</summary>
     public string? Failure => Volatile.Read(ref _failure);
 
-    /// <summary>Signalled at the first failure.</summary>
-    public CancellationToken FailedToken => _failed.Token;
-
-    /// <summary>Runs the copy on <paramref name="workers"/> dedicated threads; returns when they are all done or
-    /// (see <see cref="Failure"/>) when the copy failed and they stopped.</summary>
+    /// <summary>Starts the copy on <paramref name="workers"/> dedicated threads, one per connection; the caller
+    /// joins them and watches <see cref="Failure"/>.</summary>
     public Thread[] Start(int workers)
     {
         var threads = new Thread[workers];
