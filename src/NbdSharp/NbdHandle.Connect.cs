@@ -115,6 +115,13 @@ public sealed partial class NbdHandle
     public void AioConnectVsock(uint cid, uint port) => AioConnect("nbd_aio_connect_vsock", Vsock(cid, port, "nbd_aio_connect_vsock"));
 
     /// <summary>
+    /// Completes the handshake over a transport that is already connected (the fuzzing harness and tests run the
+    /// whole client over an in-memory transport this way). The handle owns the transport from now on.
+    /// </summary>
+    internal void ConnectTransport(Transport.Transport transport) =>
+        Connect("nbd_connect_socket", (_, _) => ValueTask.FromResult(new OpenedTransport(transport, new Endpoint(EndpointKind.Unnamed))));
+
+    /// <summary>
     /// Completes the handshake over a socket that is already connected to a server (<c>nbd_connect_socket</c>).
     /// The handle owns the socket from now on.
     /// </summary>

@@ -24,9 +24,12 @@ public enum NbdUriTransport
 /// </summary>
 public sealed class NbdUri
 {
-    private NbdUri(string scheme, NbdUriTransport transport, bool tls, string? user, string? host, int? port,
+    private readonly bool _literalHost;
+
+    private NbdUri(string scheme, NbdUriTransport transport, bool tls, string? user, string? host, bool literalHost, int? port,
         string exportName, IReadOnlyList<KeyValuePair<string, string>> query)
     {
+        _literalHost = literalHost;
         Scheme = scheme;
         Transport = transport;
         Tls = tls;
@@ -141,7 +144,14 @@ public sealed class NbdUri
         string rest = uri[(colon + 3)..];
         int hash = rest.IndexOf('#', StringComparison.Ordinal);
         if (hash >= 0)
+        {
+            if (!AllOf(rest.AsSpan(hash + 1), Allowed.Query))
+            {
+                error = "unable to parse URI: " + uri;
+                return false;
+            }
             rest = rest[..hash];
+        }
         int question = rest.IndexOf('?', StringComparison.Ordinal);
         string queryText = question >= 0 ? rest[(question + 1)..] : "";
         if (question >= 0)
@@ -149,11 +159,23 @@ public sealed class NbdUri
         int slash = rest.IndexOf('/', StringComparison.Ordinal);
         string authority = slash >= 0 ? rest[..slash] : rest;
         string path = slash >= 0 ? rest[slash..] : "";
+        // RFC 3986's character classes, as libnbd's parser (libxml2) applies them: a space, a raw non-ASCII
+        // character or a stray bracket makes the whole URI invalid.
+        if (!AllOf(path, Allowed.Path) || !AllOf(queryText, Allowed.Query))
+        {
+            error = "unable to parse URI: " + uri;
+            return false;
+        }
 
         string? user = null;
         int at = authority.LastIndexOf('@');
         if (at >= 0)
         {
+            if (!AllOf(authority.AsSpan(0, at), Allowed.UserInfo))
+            {
+                error = "unable to parse URI: " + uri;
+                return false;
+            }
             if (!TryDecode(authority[..at], out user))
             {
                 error = "unable to parse URI: invalid percent-encoding in the user name: " + uri;
@@ -163,6 +185,7 @@ public sealed class NbdUri
         }
 
         string? host = null;
+        bool literalHost = false;
         int? port = null;
         string portText = "";
         if (authority.StartsWith('['))
@@ -174,6 +197,12 @@ public sealed class NbdUri
                 return false;
             }
             host = authority[1..close];
+            literalHost = true;
+            if (!AllOf(host, Allowed.IpLiteral))
+            {
+                error = "unable to parse URI: invalid IP literal: " + uri;
+                return false;
+            }
             string after = authority[(close + 1)..];
             if (after.Length > 0 && after[0] != ':')
             {
@@ -189,6 +218,11 @@ public sealed class NbdUri
             portText = portColon >= 0 ? authority[(portColon + 1)..] : "";
             if (hostText.Length > 0)
             {
+                if (!AllOf(hostText, Allowed.Host))
+                {
+                    error = "unable to parse URI: invalid host name: " + uri;
+                    return false;
+                }
                 if (!TryDecode(hostText, out host))
                 {
                     error = "unable to parse URI: invalid percent-encoding in the host: " + uri;
@@ -233,7 +267,7 @@ public sealed class NbdUri
             query.Add(new(decodedName, decodedValue));
         }
 
-        result = new NbdUri(scheme, transport, tls, user, host, port, exportName, query);
+        result = new NbdUri(scheme, transport, tls, user, host, literalHost, port, exportName, query);
         error = null;
         return true;
     }
@@ -245,6 +279,35 @@ public sealed class NbdUri
         foreach (char c in text)
         {
             if (!char.IsAsciiLetterOrDigit(c) && c != '+' && c != '-' && c != '.')
+                return false;
+        }
+        return true;
+    }
+
+    [Flags]
+    private enum Allowed
+    {
+        /// <summary>RFC 3986 reg-name: unreserved, sub-delims and %XX.</summary>
+        Host = 1,
+        /// <summary>userinfo: a host name's characters and ':'.</summary>
+        UserInfo = Host | 2,
+        /// <summary>An IP literal between brackets: IPv6, a zone (%25...) or IPvFuture.</summary>
+        IpLiteral = UserInfo,
+        /// <summary>A path: pchar (userinfo's characters and '@') and '/'.</summary>
+        Path = UserInfo | 4,
+        /// <summary>A query or a fragment: a path's characters and '?'.</summary>
+        Query = Path | 8,
+    }
+
+    private static bool AllOf(ReadOnlySpan<char> text, Allowed allowed)
+    {
+        foreach (char c in text)
+        {
+            bool ok = char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '_' or '~' or '%' or '!' or '$' or '&' or '\'' or '(' or ')' or '*' or '+' or ',' or ';' or '=' ||
+                      (c == ':' && (allowed & Allowed.UserInfo) == Allowed.UserInfo) ||
+                      (c is '@' or '/' && (allowed & Allowed.Path) == Allowed.Path) ||
+                      (c == '?' && (allowed & Allowed.Query) == Allowed.Query);
+            if (!ok)
                 return false;
         }
         return true;
@@ -268,6 +331,10 @@ public sealed class NbdUri
             bytes.AddRange(Encoding.UTF8.GetBytes(text[plainStart..i]));
             if (i == text.Length)
                 break;
+#if FUZZ_CANARY
+            if (FuzzCanary.Uri && i + 1 < text.Length && char.IsAsciiHexDigit(text[i + 1]) && !char.IsAsciiHexDigit(text[i + 2]))
+                return false;
+#endif
             if (i + 2 >= text.Length || !char.IsAsciiHexDigit(text[i + 1]) || !char.IsAsciiHexDigit(text[i + 2]))
                 return false;
             bytes.Add(byte.Parse(text.AsSpan(i + 1, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
@@ -279,14 +346,16 @@ public sealed class NbdUri
     }
 
     /// <summary>Percent-encodes the characters that may not appear literally in a URI path or query value.</summary>
-    internal static string Encode(string text, bool inQuery)
+    internal static string Encode(string text, bool inQuery) => Encode(text, inQuery ? Allowed.Query : Allowed.Path, inQuery);
+
+    /// <summary>Percent-encodes every character outside <paramref name="allowed"/>, and the query's separators in a query.</summary>
+    private static string Encode(string text, Allowed allowed, bool inQuery)
     {
         var encoded = new StringBuilder(text.Length);
         foreach (byte b in Encoding.UTF8.GetBytes(text))
         {
             char c = (char)b;
-            bool plain = char.IsAsciiLetterOrDigit(c) || c is '-' or '.' or '_' or '~' or '/' or ':' or '@' or '!' or '$' or '\'' or '(' or ')' or '*' or ',' ||
-                         (!inQuery && c is '&' or '=' or '+' or ';');
+            bool plain = b < 0x80 && c != '%' && c != '?' && AllOf([c], allowed) && !(inQuery && c is '&' or '=' or '+' or ';');
             if (plain)
                 encoded.Append(c);
             else
@@ -300,9 +369,14 @@ public sealed class NbdUri
     {
         var text = new StringBuilder(Scheme).Append("://");
         if (User != null)
-            text.Append(Encode(User, inQuery: true).Replace("/", "%2F", StringComparison.Ordinal)).Append('@');
+            text.Append(Encode(User, Allowed.UserInfo, inQuery: false)).Append('@');
         if (Host != null)
-            text.Append(Host.Contains(':', StringComparison.Ordinal) ? "[" + Host + "]" : Host);
+        {
+            if (_literalHost)
+                text.Append('[').Append(Host).Append(']');
+            else
+                text.Append(Encode(Host, Allowed.Host, inQuery: false));
+        }
         if (Port != null)
             text.Append(':').Append(Port.Value.ToString(CultureInfo.InvariantCulture));
         text.Append('/').Append(Encode(ExportName, inQuery: false));

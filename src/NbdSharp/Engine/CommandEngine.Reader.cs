@@ -60,6 +60,12 @@ internal sealed unsafe partial class CommandEngine
     }
 
     /// <summary>
+    /// Sees every unexpected exception the reader turned into a dead connection: a bug of ours, which the
+    /// fuzzing harness and the hostile-server tests report rather than let pass as a protocol error.
+    /// </summary>
+    internal static Action<Exception>? InternalErrorObserver { get; set; }
+
+    /// <summary>
     /// One step of the reader role: reads and processes one reply or chunk. Returns false when the connection
     /// has ended (closed or dead), after failing whatever was in flight.
     /// </summary>
@@ -85,6 +91,7 @@ internal sealed unsafe partial class CommandEngine
         catch (Exception unexpected)
 #pragma warning restore CA1031
         {
+            InternalErrorObserver?.Invoke(unexpected);
             Break(Errno.EIO, "internal error while reading a reply: " + unexpected.Message);
         }
         FailAll();
@@ -316,6 +323,13 @@ internal sealed unsafe partial class CommandEngine
     /// </summary>
     private static void CheckContentChunk(Command cmd, ulong offset, ulong length)
     {
+#if FUZZ_CANARY
+        if (FuzzCanary.Reply && offset >= cmd.Offset && unchecked(offset + length) <= cmd.Offset + cmd.Count)
+        {
+            cmd.ContentChunks++;
+            return;
+        }
+#endif
         if (offset < cmd.Offset || offset - cmd.Offset >= cmd.Count || length > cmd.Count - (offset - cmd.Offset))
         {
             throw Violation($"range of structured reply is out of bounds, offset={offset}, cmd->offset={cmd.Offset}, " +
@@ -416,12 +430,21 @@ internal sealed unsafe partial class CommandEngine
             throw Violation(wide
                 ? "server sent NBD_REPLY_TYPE_BLOCK_STATUS_EXT without extended headers"
                 : "server sent NBD_REPLY_TYPE_BLOCK_STATUS although extended headers were negotiated");
-        if (!BlockStatusChunk.IsValidLength(wide, length))
-            throw Violation($"server sent a block status chunk of invalid length {length}");
-        ReadOnlySpan<byte> payload = ReceiveStatusPayload((int)length);
         int prefix = wide ? BlockStatusChunk.WidePrefixSize : BlockStatusChunk.NarrowPrefixSize;
         int descriptorSize = wide ? BlockStatusChunk.WideDescriptorSize : BlockStatusChunk.NarrowDescriptorSize;
+#if FUZZ_CANARY
+        bool canary = FuzzCanary.Client && length > (ulong)(prefix + descriptorSize) && length < 4096;
+        if (!canary && !BlockStatusChunk.IsValidLength(wide, length))
+#else
+        if (!BlockStatusChunk.IsValidLength(wide, length))
+#endif
+            throw Violation($"server sent a block status chunk of invalid length {length}");
+        ReadOnlySpan<byte> payload = ReceiveStatusPayload((int)length);
         int count = (payload.Length - prefix) / descriptorSize;
+#if FUZZ_CANARY
+        if (canary)
+            count = (payload.Length - prefix + descriptorSize - 1) / descriptorSize;
+#endif
         uint contextId = BlockStatusChunk.ReadContextId(payload);
         if (wide && BlockStatusChunk.ReadDescriptorCount(payload) != (uint)count)
             throw Violation("server sent a block status chunk whose descriptor count does not match its length");

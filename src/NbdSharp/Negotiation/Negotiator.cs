@@ -354,6 +354,11 @@ internal sealed partial class Negotiator : IDisposable
                     continue;
                 }
                 uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(_buffer);
+#if FUZZ_CANARY
+                if (FuzzCanary.Handshake && nameLength <= NbdProtocol.MaxString)
+                    nameLength = Math.Min(nameLength, (uint)(_buffer.Length - 4));
+                else
+#endif
                 if (nameLength > reply.Length - 4 || nameLength > NbdProtocol.MaxString)
                     throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_SERVER name length " + nameLength.ToString(CultureInfo.InvariantCulture));
                 string name = DecodeString(_buffer.AsSpan(4, (int)nameLength));
