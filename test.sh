@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real servers the tests talk to (if missing), builds everything with warnings
 # as errors, checks the library publishes with Native AOT without a warning, runs every test project against real
-# nbdkit, qemu-nbd and nbd-server processes, and ends with the line:
+# nbdkit, qemu-nbd and nbd-server processes, runs each fuzzing target and canary for a minute, and ends with:
 #   tests: N passed, N failed, N skipped
 # Tests that need a server fail (rather than skip) when CI is set.
 set -uo pipefail
@@ -46,5 +46,18 @@ fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=1
 fi
+
+# A short AFL++ run of every fuzzing target (nothing may be found) and of every planted canary (it must be
+# found); each counts as one test. Long runs: docs/fuzzing.md.
+fuzzlog=$(mktemp)
+fuzz/fuzz.sh smoke "${FUZZ_SECONDS:-60}" 2>&1 | tee "$fuzzlog"
+read -r fuzz_passed fuzz_failed < <(sed -nE 's/^fuzz: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$fuzzlog" | tail -1)
+rm -f "$fuzzlog"
+if [ -z "${fuzz_passed:-}" ]; then
+  echo "test.sh: the fuzzing smoke run did not report" >&2
+  fuzz_passed=0 fuzz_failed=1
+fi
+passed=$((passed + fuzz_passed))
+failed=$((failed + fuzz_failed))
 summary "$passed" "$failed" "$skipped"
 [ "$failed" -eq 0 ]

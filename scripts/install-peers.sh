@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages NbdSharp's demo and tests talk to, if any is missing:
 # nbdkit, qemu-nbd (qemu-utils), nbd-server, libnbd's own tools and Python binding (the reference), and
-# openssl (TLS tests make their certificates with it) and file (nbdinfo probes an export's content with it).
+# openssl (TLS tests make their certificates with it), file (nbdinfo probes an export's content with it) and
+# afl++ (fuzz/fuzz.sh smoke).
 set -euo pipefail
 need=()
 command -v nbdkit >/dev/null || need+=(nbdkit)
@@ -11,10 +12,14 @@ command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v file >/dev/null || need+=(file)
-[ ${#need[@]} -eq 0 ] && exit 0
-echo "installing: ${need[*]}" >&2
+afl=()
+command -v afl-fuzz >/dev/null || afl+=(afl++)
+[ ${#need[@]} -eq 0 ] && [ ${#afl[@]} -eq 0 ] && exit 0
+echo "installing: ${need[*]} ${afl[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq "${need[@]}" >/dev/null
+[ ${#need[@]} -eq 0 ] || $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+# afl++'s recommendations are a whole compiler suite it does not need here.
+[ ${#afl[@]} -eq 0 ] || $sudo apt-get install -y -qq --no-install-recommends "${afl[@]}" >/dev/null

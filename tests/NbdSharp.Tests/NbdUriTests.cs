@@ -63,4 +63,37 @@ public class NbdUriTests
         Assert.Equal("nbd+unix:///my%20disk?socket=/tmp/s", uri.ToString());
         Assert.Equal("my disk", NbdUri.Parse(uri.ToString()).ExportName);
     }
+
+    /// <summary>What libnbd 1.14 (libxml2's RFC 3986 parser) refuses with "unable to parse URI", found by the uri fuzz target.</summary>
+    [Theory]
+    [InlineData("nbd://h/a b")]
+    [InlineData("nbd://h/\u00e9")]
+    [InlineData("nbd://a b/")]
+    [InlineData("nbd://|::1]:9/a")]
+    [InlineData("nbd://H::1]:9/a")]
+    [InlineData("nbd://1]:[::9/ 2Fb")]
+    [InlineData("nbd+unix:///x?socket=/a b")]
+    [InlineData("nbd://h/x#a b")]
+    [InlineData("nbd://[[0]/")]
+    public void Parse_CharactersRfc3986Forbids_AreRefusedAsLibnbdDoes(string text)
+    {
+        var e = Assert.Throws<NbdException>(() => NbdUri.Parse(text));
+        Assert.Equal(Errno.EINVAL, e.Errno);
+        Assert.Contains("unable to parse URI", e.Message, System.StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("nbd://a%2Fb", "a/b", "nbd://a%2Fb/")]
+    [InlineData("nbd://a%41/", "aA", "nbd://aA/")]
+    [InlineData("nbd://[fe80::1%25eth0]:10809/e", "fe80::1%25eth0", "nbd://[fe80::1%25eth0]:10809/e")]
+    [InlineData("nbd://[]/", "", "nbd://[]/")]
+    [InlineData("nbd://us%40er:x@h/", "h", "nbd://us%40er:x@h/")]
+    public void ToString_PrintsAUriThatParsesBackToTheSameParts(string text, string host, string printed)
+    {
+        NbdUri uri = NbdUri.Parse(text);
+        Assert.Equal(host, uri.Host);
+        Assert.Equal(printed, uri.ToString());
+        NbdUri again = NbdUri.Parse(printed);
+        Assert.Equal((uri.Host, uri.User, uri.Port, uri.ExportName), (again.Host, again.User, again.Port, again.ExportName));
+    }
 }
