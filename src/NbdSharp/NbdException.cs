@@ -88,7 +88,8 @@ public sealed class NbdServerException : NbdException
 }
 
 /// <summary>
-/// The connection failed: the server broke the protocol, closed the connection, or the transport failed.
+/// The connection failed: the server broke the protocol, closed the connection, the transport failed, or the
+/// connection was given up (a request timeout: ETIMEDOUT; <see cref="NbdHandle.Cancel"/>: ECANCELED).
 /// The handle is dead; only <see cref="NbdHandle.Dispose"/> is useful afterwards.
 /// </summary>
 public sealed class NbdProtocolException : NbdException

@@ -420,6 +420,8 @@ public sealed partial class NbdHandle
         Transport.Transport? transport = null;
         Negotiator? negotiator = null;
         bool negotiating;
+        using var deadline = new ConnectDeadline(this, GetConnectTimeout(), () => _connectingTransport, cancellationToken);
+        cancellationToken = deadline.Token;
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -435,7 +437,7 @@ public sealed partial class NbdHandle
             negotiator = new Negotiator(transport, CaptureSettings(), _log, call);
             negotiating = await negotiator.RunAsync(async, _optMode, cancellationToken).ConfigureAwait(false);
         }
-        catch
+        catch (Exception failure)
         {
             lock (_stateLock)
             {
@@ -449,6 +451,8 @@ public sealed partial class NbdHandle
             negotiator?.Dispose();
             transport?.Dispose();
             _child?.Reap(ChildGrace, terminate: false);
+            if (deadline.Translate(call, failure) is { } timedOut)
+                throw timedOut;
             throw;
         }
         if (negotiating)
@@ -498,6 +502,7 @@ public sealed partial class NbdHandle
             MetaContexts = contexts,
             Leftover = leftover,
         }, _log);
+        engine.RequestTimeout = GetRequestTimeout();
         bool disposed;
         lock (_stateLock)
         {

@@ -305,9 +305,10 @@ public sealed partial class NbdHandle
     /// </summary>
     private async ValueTask<T> OptionAsync<T>(Negotiator negotiator, OptionBody<T> body, bool async)
     {
+        using var deadline = new ConnectDeadline(this, GetConnectTimeout(), () => negotiator.Transport, CancellationToken.None);
         try
         {
-            T result = await body(negotiator, async, CancellationToken.None).ConfigureAwait(false);
+            T result = await body(negotiator, async, deadline.Token).ConfigureAwait(false);
             lock (_stateLock)
             {
                 if (_state == HandleState.Connecting)
@@ -324,7 +325,7 @@ public sealed partial class NbdHandle
             }
             throw;
         }
-        catch
+        catch (Exception failure)
         {
             lock (_stateLock)
             {
@@ -333,6 +334,8 @@ public sealed partial class NbdHandle
             }
             negotiator.Transport.Dispose();
             negotiator.Dispose();
+            if (deadline.Translate(negotiator.Call, failure) is { } timedOut)
+                throw timedOut;
             throw;
         }
     }

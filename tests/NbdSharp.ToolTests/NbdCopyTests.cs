@@ -516,13 +516,14 @@ public class NbdCopyTests
     [Fact]
     public void HelpVersionAndOptionLists()
     {
-        // libnbd 1.14's lists, plus 1.24's --blkhash and --blkhash-file.
+        // libnbd 1.14's lists, plus 1.24's --blkhash and --blkhash-file, and our --timeout.
         Assert.Equal(ToolProcess.RunLibnbd("nbdcopy", "--short-options").Stdout, Ours("--short-options").Stdout);
         string[] ours = Ours("--long-options").Stdout.Split('\n');
         Assert.Equal(ToolProcess.RunLibnbd("nbdcopy", "--long-options").Stdout.Split('\n'),
-            ours.Where(o => o is not "--blkhash" and not "--blkhash-file"));
+            ours.Where(o => o is not "--blkhash" and not "--blkhash-file" and not "--timeout"));
         Assert.Contains("--blkhash", ours);
         Assert.Contains("--blkhash-file", ours);
+        Assert.Contains("--timeout", ours);
         ToolResult help = Ours("--help");
         Assert.Equal(0, help.ExitCode);
         Assert.Contains("SOURCE DESTINATION", help.Stdout, StringComparison.Ordinal);

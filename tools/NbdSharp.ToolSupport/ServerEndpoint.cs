@@ -59,9 +59,17 @@ public sealed class ServerEndpoint
     /// started with socket activation.
     /// </summary>
     /// <param name="handle">A handle in the created state, configured by the tool.</param>
-    public void Connect(NbdHandle handle)
+    /// <param name="timeout">
+    /// The tool's --timeout: the connect timeout and the request timeout of the handle (zero for none).
+    /// </param>
+    public void Connect(NbdHandle handle, TimeSpan timeout = default)
     {
         ArgumentNullException.ThrowIfNull(handle);
+        if (timeout > TimeSpan.Zero)
+        {
+            handle.SetConnectTimeout(timeout);
+            handle.SetRequestTimeout(timeout);
+        }
         if (Uri != null)
         {
             handle.SetUriAllowLocalFile(true);

@@ -166,6 +166,21 @@ public sealed class ToolCommandLine
     }
 
     /// <summary>
+    /// The value of <c>--timeout</c>: seconds, possibly fractional ("5", "0.5"); 0 means none.
+    /// </summary>
+    /// <param name="text">The option's value.</param>
+    /// <returns>The timeout.</returns>
+    /// <exception cref="ToolException">Not a number of seconds.</exception>
+    public static TimeSpan ParseTimeout(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (!double.TryParse(text, System.Globalization.NumberStyles.AllowDecimalPoint, System.Globalization.CultureInfo.InvariantCulture, out double seconds) ||
+            seconds > TimeSpan.MaxValue.TotalSeconds / 2)
+            throw new ToolException("--timeout: could not parse: " + text + " (expected a number of seconds)");
+        return TimeSpan.FromSeconds(seconds);
+    }
+
+    /// <summary>
     /// Which of <paramref name="options"/> appeared last on the command line (getopt tools let the last of two
     /// opposite options win), or null when none did.
     /// </summary>

@@ -168,9 +168,29 @@ internal sealed class AioCopier
                 return;
             for (int i = 0; i < count; i++)
             {
-                if (fds[i].Revents != 0)
+                if (fds[i].Revents == 0)
+                    continue;
+                try
+                {
                     _polled[i].AioNotifyRead();
+                }
+                catch (NbdException) when (_polled[i].AioIsDead())
+                {
+                    AwaitCommandFailures(_polled[i]);
+                    throw;
+                }
             }
+        }
+
+        /// <summary>
+        /// A connection that died under us (the server went away, a request timed out) fails its commands through
+        /// their callbacks, maybe on another thread and a moment later; those failures say which request, so they
+        /// are given a second to be recorded before the connection's own error is.
+        /// </summary>
+        private static void AwaitCommandFailures(NbdHandle handle)
+        {
+            for (int waited = 0; waited < 100 && handle.AioInFlight() > 0; waited++)
+                Thread.Sleep(10);
         }
 
         /// <summary>Keeps the request queue filled from the source's ranges and hands requests to idle slots,
@@ -450,6 +470,8 @@ internal sealed class AioCopier
             }
             catch (NbdException e)
             {
+                if (handle.AioIsDead())
+                    AwaitCommandFailures(handle);
                 _copier.Fail(e.Message);
             }
             catch (ObjectDisposedException)

@@ -25,6 +25,9 @@ internal sealed class CopyOptions
     public int RequestSize { get; set; } = 1 << 18;
     public long SparseSize { get; set; } = 4096;
     public bool Synchronous { get; set; }
+
+    /// <summary>--timeout: how long connecting and each request may take (zero: forever).</summary>
+    public TimeSpan Timeout { get; set; }
     public uint Threads { get; set; }
     public bool Verbose { get; private init; }
 
@@ -68,13 +71,14 @@ internal sealed class CopyOptions
         var synchronous = new Option<bool>("--synchronous");
         var targetIsZero = new Option<bool>("--target-is-zero");
         var threads = new Option<string>("--threads", "-T");
+        var timeout = new Option<string>("--timeout");
         var verbose = new Option<bool>("--verbose", "-v");
         var version = new Option<bool>("--version", "-V");
         var endpoints = new Argument<string[]>("SOURCE DESTINATION") { Arity = ArgumentArity.ZeroOrMore };
         var root = new RootCommand("Copy to and from an NBD server")
         {
             help, allocated, blkhash, blkhashFile, connections, destinationIsZero, flush, noExtents, progress, progressFd, queueSize, requestSize,
-            requests, sparse, synchronous, targetIsZero, threads, verbose, version, endpoints,
+            requests, sparse, synchronous, targetIsZero, threads, timeout, verbose, version, endpoints,
         };
         var commandLine = new ToolCommandLine("nbdcopy", root) { BracketGroupsAnywhere = true };
         commandLine.OptionalValue("--blkhash", "sha256");
@@ -136,6 +140,8 @@ internal sealed class CopyOptions
                 throw new ToolException("--requests: could not parse: " + r);
             options.MaxRequests = value;
         }
+        if (result.GetValue(timeout) is string seconds)
+            options.Timeout = ToolCommandLine.ParseTimeout(seconds);
         if (result.GetValue(threads) is string t)
             options.Threads = ParseUnsigned("--threads", t);
         if (result.GetValue(queueSize) is string q)
@@ -210,7 +216,7 @@ internal sealed class CopyOptions
                     [--no-extents] [-p|--progress|--progress=FD]
                     [--queue-size=N] [--request-size=N] [-R N|--requests=N]
                     [-S N|--sparse=N] [--synchronous] [-T N|--threads=N]
-                    [-v|--verbose]
+                    [--timeout=SECONDS] [-v|--verbose]
                     SOURCE DESTINATION
 
             SOURCE, DESTINATION := - | FILE | DEVICE | NBD-URI | [ CMD ARGS ... ]
@@ -229,6 +235,8 @@ internal sealed class CopyOptions
             cat disk1 disk2 | nbdcopy -- - [ qemu-nbd -f qcow2 output.qcow2 ]
 
         DIGEST is md5, sha1, sha256 (the default) or sha512; SIZE the blkhash block size (default 64k).
+        --timeout=SECONDS (beyond libnbd's nbdcopy): give up, with exit status 1, when a server does not complete
+        the handshake or answer a request within SECONDS.
         Sizes (--queue-size, --request-size, --sparse) may carry a suffix: K, M, G (powers of 1024), s (512).
         See nbdcopy(1) for the details.
 

@@ -54,7 +54,7 @@ internal sealed class NbdEnd : CopyEnd
             // buffer (libnbd's default safety net) would only cost a memset per request.
             if (_reading)
                 handle.SetPreadInitialize(false);
-            _endpoint.Connect(handle);
+            _endpoint.Connect(handle, _options.Timeout);
             if (_handles.Count == 0)
             {
                 _canZero = handle.CanZero();

@@ -77,7 +77,7 @@ internal sealed class InfoCommand
                 h.SetFullInfo(true);
             if (map != null)
                 h.AddMetaContext(map);
-            _options.Endpoint.Connect(h);
+            _options.Endpoint.Connect(h, _options.Timeout);
             return h;
         }
         catch

@@ -27,6 +27,9 @@ internal sealed class InfoOptions
 
     public ServerEndpoint Endpoint { get; private init; } = null!;
 
+    /// <summary>--timeout: how long connecting and each request may take (zero: forever).</summary>
+    public TimeSpan Timeout { get; private init; }
+
     /// <summary>Parses the command line; null when it was fully handled (--help, --version, option lists).</summary>
     /// <exception cref="ToolException">A bad command line.</exception>
     public static InfoOptions? Parse(string[] args)
@@ -46,10 +49,11 @@ internal sealed class InfoOptions
         var size = new Option<bool>("--size");
         var totals = new Option<bool>("--totals", "--total");
         var uri = new Option<bool>("--uri");
+        var timeout = new Option<string>("--timeout");
         var endpoint = new Argument<string[]>("NBD-URI") { Arity = ArgumentArity.ZeroOrMore };
         var root = new RootCommand("Display information and metadata about NBD servers and exports")
         {
-            help, can, cannot, colour, noColour, content, noContent, json, list, map, size, totals, uri, version, endpoint,
+            help, can, cannot, colour, noColour, content, noContent, json, list, map, size, timeout, totals, uri, version, endpoint,
         };
         var commandLine = new ToolCommandLine("nbdinfo", root);
         commandLine.OptionalValue("--map", MetaContext.BaseAllocation);
@@ -99,6 +103,7 @@ internal sealed class InfoOptions
             Cannot = negated,
             Map = mapContext,
             Endpoint = ServerEndpoint.FromCommandLine(commandLine.ServerCommand, result.GetValue(endpoint) ?? [], Usage),
+            Timeout = result.GetValue(timeout) is string seconds ? ToolCommandLine.ParseTimeout(seconds) : TimeSpan.Zero,
         };
     }
 
@@ -116,6 +121,8 @@ internal sealed class InfoOptions
             nbdinfo -L|--list [--json] NBD-URI | [ CMD ARGS ... ]
 
         More options: --content, --no-content, --color, --no-color, --help, -V|--version.
+        --timeout=SECONDS (beyond libnbd's nbdinfo): give up on a server that does not complete the handshake
+        or answer a request within SECONDS; the exit status is then 1.
         Feature tests print nothing and exit 0 when true, 2 when false.
 
         Examples:

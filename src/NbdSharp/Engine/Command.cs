@@ -56,6 +56,8 @@ internal sealed unsafe class Command : IValueTaskSource
     public Coverage Coverage { get; } = new();
 
     public ulong Cookie;
+    /// <summary>When the command was issued (<see cref="System.Diagnostics.Stopwatch"/> ticks), for the request timeout.</summary>
+    public long IssuedAt;
     public NbdCommand Type;
     public ushort WireFlags;
     public ulong Offset;

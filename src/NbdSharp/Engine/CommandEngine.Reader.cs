@@ -181,7 +181,11 @@ internal sealed unsafe partial class CommandEngine
         {
             inFlight = _inFlight.Count;
             if (inFlight == 0 && _state == EngineState.Ready)
+            {
                 _state = EngineState.Closed;
+                _watchdog?.Dispose();
+                _watchdog = null;
+            }
         }
         if (inFlight > 0)
         {

@@ -168,6 +168,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             if (_disconnectRequested)
                 throw new NbdException(Errno.EINVAL, NbdException.Format(call, "cannot request more commands after NBD_CMD_DISC", Errno.EINVAL));
             cmd.Cookie = ++_lastCookie;
+            cmd.IssuedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             _inFlight.Add(cmd.Cookie, cmd);
             if (cmd.Kind == CommandKind.Async)
             {
@@ -593,6 +594,69 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     }
 
     /// <summary>
+    /// How long a command may stay in flight before the connection is given up with ETIMEDOUT (zero: forever).
+    /// A command cannot be withdrawn from a server, so a timeout ends the connection: every command in flight
+    /// fails once, as when the server disconnects. A watchdog timer checks the oldest command a few times per
+    /// timeout period; it runs only while a timeout is set.
+    /// </summary>
+    public TimeSpan RequestTimeout
+    {
+        get
+        {
+            lock (_lock)
+                return _requestTimeout;
+        }
+        set
+        {
+            lock (_lock)
+            {
+                _requestTimeout = value;
+                if (value <= TimeSpan.Zero || _state != EngineState.Ready)
+                {
+                    _watchdog?.Dispose();
+                    _watchdog = null;
+                    return;
+                }
+                TimeSpan period = TimeSpan.FromTicks(Math.Clamp(value.Ticks / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+                if (_watchdog == null)
+                    _watchdog = new Timer(static state => ((CommandEngine)state!).CheckTimeout(), this, period, period);
+                else
+                    _watchdog.Change(period, period);
+            }
+        }
+    }
+
+    private TimeSpan _requestTimeout;
+    private Timer? _watchdog;
+
+    private void CheckTimeout()
+    {
+        Command? late = null;
+        TimeSpan timeout;
+        lock (_lock)
+        {
+            timeout = _requestTimeout;
+            if (_state != EngineState.Ready || timeout <= TimeSpan.Zero)
+                return;
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            foreach (Command cmd in _inFlight.Values)
+            {
+                if (System.Diagnostics.Stopwatch.GetElapsedTime(cmd.IssuedAt, now) > timeout && (late == null || cmd.IssuedAt < late.IssuedAt))
+                    late = cmd;
+            }
+            if (late == null)
+                return;
+        }
+        Break(Errno.ETIMEDOUT, "the server did not reply to " + NbdProtocol.CommandName(late.Type) + " (cookie " +
+              late.Cookie.ToString(System.Globalization.CultureInfo.InvariantCulture) + ") within the request timeout of " +
+              FormatSeconds(timeout));
+    }
+
+    /// <summary>A duration as people write it in a timeout message: "5 s", "0.25 s".</summary>
+    internal static string FormatSeconds(TimeSpan span) =>
+        span.TotalSeconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + " s";
+
+    /// <summary>
     /// Kills the connection: records why, stops the transport (waking a blocked reader) and, unless a reader
     /// holds the role (it will do it), fails every command in flight.
     /// </summary>
@@ -607,6 +671,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             _state = EngineState.Dead;
             _deadErrno = errno;
             _deadReason = reason;
+            _watchdog?.Dispose();
+            _watchdog = null;
             failNow = !_readerActive;
             if (failNow)
                 _readerActive = true;
@@ -784,6 +850,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
 
     public void Dispose()
     {
+        RequestTimeout = TimeSpan.Zero;
         Close();
         _transport.Dispose();
         ReturnBuffers();

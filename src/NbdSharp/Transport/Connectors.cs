@@ -260,6 +260,8 @@ internal static class Connectors
         {
             if (async)
                 await socket.ConnectAsync(endPoint, cancellationToken).ConfigureAwait(false);
+            else if (cancellationToken.CanBeCanceled)
+                socket.ConnectAsync(endPoint, cancellationToken).AsTask().GetAwaiter().GetResult(); // a connect timeout can end it
             else
                 socket.Connect(endPoint);
             return new SocketTransport(socket);
