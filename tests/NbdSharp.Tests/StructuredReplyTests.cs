@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using System.Collections.Generic;
 using System.Threading.Tasks;
 using NbdSharp.Testing;
@@ -181,10 +182,32 @@ public class StructuredReplyTests
         Assert.Equal(data, buffer);
     }
 
+    /// <summary>As libnbd: the framing is intact, so only the read fails (EPROTO) and the data is not delivered.</summary>
     [Fact]
-    public Task SimpleReplyToAReadAfterStructuredReplies_KillsConnection() =>
-        Scripted.BadReplyKillsAsync((c, r) => c.SendSimpleReplyAsync(r.Cookie, 0, new byte[r.Length]),
-            h => h.Pread(new byte[512], 0), "simple reply to a read");
+    public async Task SimpleReplyToAReadAfterStructuredReplies_FailsTheRead_AndTheConnectionLives()
+    {
+        await using var server = Scripted.Serve(async c =>
+        {
+            ScriptedRequest first = await c.ReadRequestAsync();
+            await c.SendSimpleReplyAsync(first.Cookie, 0, Enumerable.Repeat((byte)0xAB, (int)first.Length).ToArray());
+            ScriptedRequest second = await c.ReadRequestAsync();
+            await c.SendDataChunkAsync(second, second.Offset, Enumerable.Repeat((byte)7, (int)second.Length).ToArray(), done: true);
+            await c.DrainAsync();
+        });
+        using NbdHandle h = Scripted.Connect(server);
+        byte[] buffer = new byte[512];
+        NbdException e = Scripted.Fails(() => h.Pread(buffer, 0));
+        Assert.Equal(Errno.EPROTO, e.Errno);
+        Assert.Contains("simple reply to a read", e.Message, StringComparison.Ordinal);
+        Assert.All(buffer, b => Assert.Equal(0, b));
+        Scripted.Within(() =>
+        {
+            h.Pread(buffer, 512);
+            return 0;
+        });
+        Assert.All(buffer, b => Assert.Equal(7, b));
+        Assert.False(h.AioIsDead());
+    }
 
     [Fact]
     public Task StructuredReplyWithoutNegotiation_KillsConnection() =>

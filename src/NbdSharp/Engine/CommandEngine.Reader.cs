@@ -201,9 +201,17 @@ internal sealed unsafe partial class CommandEngine
 
     private void HandleSimpleReply(Command cmd, uint error)
     {
+        // A server bug that leaves the framing intact (libnbd copes the same way): the read fails with EPROTO, its
+        // data (if any) is drained rather than delivered, and the connection lives on.
         if (cmd.Type == NbdCommand.Read && StructuredReplies)
-            throw Violation("server sent a simple reply to a read although structured replies were negotiated");
-        if (error != 0)
+        {
+            if (_log.Enabled)
+                _log.Write("nbd_internal", "server sent unexpected simple reply for read");
+            cmd.SetError(Errno.EPROTO, FailureKind.Server, "server sent a simple reply to a read although structured replies were negotiated");
+            if (error == 0)
+                Skip(cmd.Count);
+        }
+        else if (error != 0)
         {
             cmd.SetError(NbdErrors.ToErrno(error), FailureKind.Server, null);
         }
