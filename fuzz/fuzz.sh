@@ -120,11 +120,13 @@ case "${1:-}" in
     [ $# -eq 2 ] || [ $# -eq 3 ] || die "usage: fuzz.sh minimize TARGET [DIR]"
     queue=${3:-$out/run-$2}/default/queue
     [ -d "$queue" ] || die "no queue in $queue: run the target first"
-    tmp=$(mktemp -d)
-    mkdir "$tmp/all"
+    # afl-cmin refuses to work under /tmp.
+    tmp=$out/cmin-$2
+    rm -rf "$tmp"
+    mkdir -p "$tmp/all"
     cp "$queue"/id:* "$tmp/all/"
     cp fuzz/corpus/"$2"/* "$tmp/all/"
-    afl-cmin -i "$tmp/all" -o "$tmp/min" -t 5000 -m none -- dotnet "$out/release/NbdSharp.Fuzz.dll" "$2" >/dev/null ||
+    afl-cmin -i "$tmp/all" -o "$tmp/min" -t 5000 -m none -- "$(command -v dotnet)" "$out/release/NbdSharp.Fuzz.dll" "$2" >/dev/null ||
       die "afl-cmin failed"
     rm -rf "fuzz/corpus/$2"
     mkdir -p "fuzz/corpus/$2"
