@@ -41,7 +41,10 @@ public sealed partial class NbdHandle
             _pending = null;
         }
         pending.Deliver?.Invoke(pending.Task);
-        if (pending.Task.IsFaulted && pending.Task.Exception!.InnerException is { } failure and not NbdServerException)
+        // A refused option is told to its completion callback and the handle negotiates on; a connect that
+        // failed, even by the server's refusal of NBD_OPT_GO, left the handle dead: that is Poll's failure.
+        if (pending.Task.IsFaulted && pending.Task.Exception!.InnerException is { } failure &&
+            (pending.Deliver == null || failure is not NbdServerException))
             ExceptionDispatchInfo.Throw(failure);
         return 1;
     }

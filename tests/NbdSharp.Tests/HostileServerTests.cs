@@ -90,6 +90,38 @@ public class HostileServerTests
         Assert.Equal(Errno.ENOTCONN, e.Errno);
     }
 
+    /// <summary>A refused NBD_OPT_GO ends an aio connect: Poll reports the server's error and the handle is dead.</summary>
+    [Fact]
+    public async Task GoRefused_DuringAnAioConnect_IsPollsFailure()
+    {
+        await using var server = ScriptedServer.Start(async c =>
+        {
+            await c.SendNewstyleGreetingAsync();
+            await c.ReadClientFlagsAsync();
+            while (true)
+            {
+                (uint option, _) = await c.ReadOptionAsync();
+                if (option == OptionGo)
+                {
+                    await c.ReplyOptionAsync(option, 0x80000006, System.Text.Encoding.UTF8.GetBytes("no such export"));
+                    break;
+                }
+                await c.ReplyOptionAsync(option, 0x80000001);
+            }
+            await c.DrainAsync();
+        });
+        using var h = new NbdHandle();
+        NbdException e = Scripted.Fails(() =>
+        {
+            h.AioConnectUri(server.Uri);
+            while (h.AioIsConnecting())
+                h.Poll(1000);
+        });
+        Assert.Equal(Errno.ENOENT, e.Errno);
+        Assert.Contains("no such export", e.Message, StringComparison.Ordinal);
+        Assert.True(h.AioIsDead());
+    }
+
     [Fact]
     public async Task ExportSizeOver2To63_GetSizeIsEoverflow()
     {
