@@ -275,21 +275,7 @@ public class HostileMatrixTests
                 _ => h.AioFlush(done),
             };
         }
-        Scripted.Within(() =>
-        {
-            while (h.AioInFlight() > 0)
-            {
-                try
-                {
-                    h.Poll(-1);
-                }
-                catch (NbdException)
-                {
-                    break;
-                }
-            }
-            return 0;
-        });
+        Scripted.PollUntilDone(h);
         Assert.Equal(0, h.AioInFlight());
         Assert.All(calls, c => Assert.Equal(1, c));
         return results;

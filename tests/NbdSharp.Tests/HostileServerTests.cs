@@ -317,21 +317,7 @@ public class HostileServerTests
                 return 1;
             });
         }
-        Scripted.Within(() =>
-        {
-            while (h.AioInFlight() > 0)
-            {
-                try
-                {
-                    h.Poll(-1);
-                }
-                catch (NbdException)
-                {
-                    break;
-                }
-            }
-            return 0;
-        });
+        Scripted.PollUntilDone(h);
         Assert.Equal(0, h.AioInFlight());
         Assert.All(calls, c => Assert.Equal(1, c));
         Assert.All(errors, e => Assert.Equal(Errno.EPROTO, e));

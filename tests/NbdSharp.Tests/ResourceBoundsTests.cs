@@ -141,21 +141,7 @@ public class ResourceBoundsTests
                     return 1;
                 });
             }
-            Scripted.Within(() =>
-            {
-                while (h.AioInFlight() > 0)
-                {
-                    try
-                    {
-                        h.Poll(-1);
-                    }
-                    catch (NbdException)
-                    {
-                        break;
-                    }
-                }
-                return 0;
-            });
+            Scripted.PollUntilDone(h);
             Assert.All(calls, c => Assert.Equal(1, c));
             Assert.All(errors, e => Assert.Equal(Errno.ENOTCONN, e));
         }

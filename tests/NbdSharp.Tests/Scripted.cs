@@ -63,6 +63,24 @@ internal static class Scripted
         return e;
     }
 
+    /// <summary>Polls until no aio command is in flight (or the connection died), failing the test after the deadline.</summary>
+    public static void PollUntilDone(NbdHandle h) =>
+        Within(() =>
+        {
+            while (h.AioInFlight() > 0)
+            {
+                try
+                {
+                    h.Poll(-1);
+                }
+                catch (NbdException)
+                {
+                    break;
+                }
+            }
+            return 0;
+        });
+
     /// <summary>Runs a blocking call that must throw an <see cref="NbdException"/> within the deadline.</summary>
     public static NbdException Fails(Action action) =>
         Within(() =>
