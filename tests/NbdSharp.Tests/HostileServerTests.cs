@@ -49,10 +49,9 @@ public class HostileServerTests
         Assert.True(allocated < 1024 * 1024, $"allocated {allocated} bytes");
     }
 
-    [Fact]
-    public async Task TruncatedInfoExport_FailsConnect()
-    {
-        await using var server = ScriptedServer.Start(async c =>
+    /// <summary>A server that refuses every option (NBD_REP_ERR_UNSUP) until NBD_OPT_GO, which <paramref name="go"/> answers.</summary>
+    private static ScriptedServer AnswerGoWith(Func<ScriptedConnection, Task> go) =>
+        ScriptedServer.Start(async c =>
         {
             await c.SendNewstyleGreetingAsync();
             await c.ReadClientFlagsAsync();
@@ -61,13 +60,18 @@ public class HostileServerTests
                 (uint option, _) = await c.ReadOptionAsync();
                 if (option == OptionGo)
                 {
-                    await c.ReplyOptionAsync(option, ReplyTypeInfo, new byte[] { 0, 0, 0, 0, 0, 0 });
+                    await go(c);
                     break;
                 }
                 await c.ReplyOptionAsync(option, 0x80000001);
             }
             await c.DrainAsync();
         });
+
+    [Fact]
+    public async Task TruncatedInfoExport_FailsConnect()
+    {
+        await using var server = AnswerGoWith(c => c.ReplyOptionAsync(OptionGo, ReplyTypeInfo, new byte[] { 0, 0, 0, 0, 0, 0 }));
         using var h = new NbdHandle();
         NbdException e = Scripted.Fails(() => h.ConnectUri(server.Uri));
         Assert.Equal(Errno.EPROTO, e.Errno);
@@ -94,22 +98,7 @@ public class HostileServerTests
     [Fact]
     public async Task GoRefused_DuringAnAioConnect_IsPollsFailure()
     {
-        await using var server = ScriptedServer.Start(async c =>
-        {
-            await c.SendNewstyleGreetingAsync();
-            await c.ReadClientFlagsAsync();
-            while (true)
-            {
-                (uint option, _) = await c.ReadOptionAsync();
-                if (option == OptionGo)
-                {
-                    await c.ReplyOptionAsync(option, 0x80000006, System.Text.Encoding.UTF8.GetBytes("no such export"));
-                    break;
-                }
-                await c.ReplyOptionAsync(option, 0x80000001);
-            }
-            await c.DrainAsync();
-        });
+        await using var server = AnswerGoWith(c => c.ReplyOptionAsync(OptionGo, 0x80000006, System.Text.Encoding.UTF8.GetBytes("no such export")));
         using var h = new NbdHandle();
         NbdException e = Scripted.Fails(() =>
         {
