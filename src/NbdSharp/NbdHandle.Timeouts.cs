@@ -104,12 +104,13 @@ public sealed partial class NbdHandle
         private readonly NbdHandle _handle;
         private readonly CancellationTokenSource? _source;
         private readonly Func<Transport.Transport?> _target;
-        private int _fired;
+        private readonly CancellationToken _outer;
 
         public ConnectDeadline(NbdHandle handle, TimeSpan timeout, Func<Transport.Transport?> target, CancellationToken outer)
         {
             _handle = handle;
             _target = target;
+            _outer = outer;
             Timeout = timeout;
             if (timeout <= TimeSpan.Zero)
             {
@@ -127,13 +128,15 @@ public sealed partial class NbdHandle
         /// <summary>Cancelled by the deadline or by the caller's token.</summary>
         public CancellationToken Token { get; }
 
-        /// <summary>Whether the deadline (not the caller) ended the connect.</summary>
-        public bool Fired => Volatile.Read(ref _fired) != 0;
+        /// <summary>
+        /// Whether the deadline (not the caller's token, nor <see cref="Cancel"/>) ended the connect. Read from the
+        /// token itself, not from <see cref="Fire"/>: an asynchronous receive registered on the token later is told
+        /// first, so its failure can reach <see cref="Translate"/> before <see cref="Fire"/> has run.
+        /// </summary>
+        public bool Fired => _source is { IsCancellationRequested: true } && !_outer.IsCancellationRequested && !_handle._cancelled;
 
         private void Fire()
         {
-            if (_source is { IsCancellationRequested: true } && !_handle._cancelled)
-                Volatile.Write(ref _fired, 1);
             Transport.Transport? transport;
             lock (_handle._stateLock)
                 transport = _target();
