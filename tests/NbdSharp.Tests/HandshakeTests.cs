@@ -128,6 +128,7 @@ public class HandshakeTests
         using var h = new NbdHandle();
         NbdException e = Scripted.Fails(() => h.ConnectUri(server.Uri));
         Assert.Contains("invalid eflags == 0", e.Message, StringComparison.Ordinal);
+        Assert.Equal(Errno.EINVAL, e.Errno);
     }
 
     [Fact]

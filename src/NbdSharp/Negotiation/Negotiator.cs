@@ -499,8 +499,9 @@ internal sealed partial class Negotiator : IDisposable
     private void SetSizeAndFlags(ulong exportSize, ushort flags)
     {
         Debug($"exportsize: {exportSize} eflags: 0x{flags:x}");
+        // libnbd's errno for this one is EINVAL, not EPROTO: kept so that callers see the same errno.
         if (flags == 0)
-            throw Fail(Errno.EPROTO, "handshake: invalid eflags == 0 from server");
+            throw Fail(Errno.EINVAL, "handshake: invalid eflags == 0 from server");
         var eflags = (TransmissionFlags)flags;
         if ((eflags & TransmissionFlags.SendDf) != 0 && !Export.StructuredReplies)
         {
