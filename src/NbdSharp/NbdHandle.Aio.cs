@@ -280,7 +280,10 @@ public sealed unsafe partial class NbdHandle
     /// <summary>
     /// Disconnects in an orderly way and waits until the server has closed the connection (<c>nbd_shutdown</c>):
     /// the commands in flight complete first. Commands are sent as soon as they are issued, so
-    /// <see cref="ShutdownFlag.AbandonPending"/> has nothing queued to abandon.
+    /// <see cref="ShutdownFlag.AbandonPending"/> has nothing queued to abandon. As in libnbd, the call fails if
+    /// the connection dies meanwhile (a malformed reply, even after NBD_CMD_DISC, a timeout, <see cref="Cancel"/>);
+    /// a server that closes the connection between replies does not fail it, though the commands still in
+    /// flight fail with ENOTCONN.
     /// </summary>
     /// <param name="flags"><see cref="ShutdownFlag"/> values.</param>
     public void Shutdown(ShutdownFlag flags = ShutdownFlag.None)
@@ -300,6 +303,11 @@ public sealed unsafe partial class NbdHandle
         if (!engine.DisconnectRequested && engine.State == EngineState.Ready)
             engine.Disconnect(call);
         engine.WaitClosed();
+        if (engine.State == EngineState.Dead && !engine.EndedBetweenReplies)
+        {
+            (int errno, string reason) = engine.DeathCause;
+            Throw(call, errno, reason);
+        }
     }
 
     /// <summary>Whether the handle is newly created, not yet connecting (<c>nbd_aio_is_created</c>).</summary>

@@ -65,6 +65,41 @@ public sealed class TlsAttackTests : IDisposable
         AssertNoExportOpened(log);
     }
 
+    /// <summary>
+    /// S9: a certificate from a trusted authority, for the right name, but expired or not yet valid, is refused
+    /// before any export is opened, with a message that says which and gives the dates; the same authority's
+    /// certificate valid today connects (the control).
+    /// </summary>
+    [Theory]
+    [InlineData("valid", -1, 1)]
+    [InlineData("expired", -20, -10)]
+    [InlineData("not-yet-valid", 10, 20)]
+    public void CertificateOutsideItsValidity_IsRefused(string name, int fromDays, int toDays)
+    {
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        (string serverDir, string clientDir) = _files.DirectoriesValid(name, now.AddDays(fromDays), now.AddDays(toDays));
+        string log = _files.File("nbdkit-" + name + ".log");
+        using (ServerProcess server = Peers.Nbdkit("--tls=require", "--tls-certificates=" + serverDir, "--filter=log", "memory", "8M", "logfile=" + log))
+        using (var h = new NbdHandle())
+        {
+            h.SetTls(TlsMode.Require);
+            h.SetTlsCertificates(clientDir);
+            h.SetTlsHostname("localhost");
+            if (name == "valid")
+            {
+                h.ConnectUnix(server.Socket);
+                Assert.Equal(8L << 20, h.GetSize());
+                return;
+            }
+            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            Assert.Equal(Errno.EACCES, e.Errno);
+            Assert.Contains(name == "expired" ? "\"CN=localhost\" has expired: it is valid from" : "\"CN=localhost\" is not valid yet: it is valid from",
+                e.Message, StringComparison.Ordinal);
+            Assert.True(h.AioIsDead());
+        }
+        AssertNoExportOpened(log);
+    }
+
     [Fact]
     public void TlsRequired_AgainstAnOldstyleServer_IsRefused()
     {

@@ -1,6 +1,7 @@
 using System;
 using System.IO;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 
 namespace NbdSharp.Testing;
 
@@ -81,6 +82,44 @@ public sealed class TlsFiles : IDisposable
         OpenSsl("ca", "-config", config, "-gencrl", "-out", System.IO.Path.Combine(dir, "ca-crl.pem"));
         System.IO.File.Copy(_dir.File("ca-cert.pem"), System.IO.Path.Combine(dir, "ca-cert.pem"));
         return dir;
+    }
+
+    /// <summary>
+    /// A server folder (ca-cert.pem, server-cert.pem, server-key.pem) and a client folder trusting its authority,
+    /// where the server's certificate (localhost, 127.0.0.1) is valid only from <paramref name="notBefore"/> to
+    /// <paramref name="notAfter"/>, inside the authority's own 60 days around today: an expired or not yet valid
+    /// certificate from an otherwise trusted authority, which openssl x509 here cannot date.
+    /// </summary>
+    public (string Server, string Client) DirectoriesValid(string name, DateTimeOffset notBefore, DateTimeOffset notAfter)
+    {
+        string server = Directory.CreateDirectory(_dir.File("server-dir-" + name)).FullName;
+        string client = Directory.CreateDirectory(_dir.File("client-dir-" + name)).FullName;
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+
+        using ECDsa caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var caRequest = new CertificateRequest("CN=NbdSharp dated test CA " + name, caKey, HashAlgorithmName.SHA256);
+        caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        caRequest.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(caRequest.PublicKey, false));
+        using X509Certificate2 ca = caRequest.CreateSelfSigned(now.AddDays(-30), now.AddDays(30));
+
+        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        names.AddIpAddress(System.Net.IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature | X509KeyUsageFlags.KeyEncipherment, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
+        using X509Certificate2 certificate = request.Create(ca, notBefore, notAfter, RandomNumberGenerator.GetBytes(16));
+
+        string caPem = ca.ExportCertificatePem() + "\n";
+        System.IO.File.WriteAllText(System.IO.Path.Combine(server, "ca-cert.pem"), caPem);
+        System.IO.File.WriteAllText(System.IO.Path.Combine(server, "server-cert.pem"), certificate.ExportCertificatePem() + "\n");
+        System.IO.File.WriteAllText(System.IO.Path.Combine(server, "server-key.pem"), key.ExportPkcs8PrivateKeyPem() + "\n");
+        System.IO.File.WriteAllText(System.IO.Path.Combine(client, "ca-cert.pem"), caPem);
+        return (server, client);
     }
 
     private void MakeAuthority(string name, string subject)

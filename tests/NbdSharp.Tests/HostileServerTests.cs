@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using System.Buffers.Binary;
 using System.Threading;
 using System.Threading.Tasks;
@@ -311,6 +312,56 @@ public class HostileServerTests
         Assert.All(calls, c => Assert.Equal(1, c));
         Assert.All(errors, e => Assert.Equal(Errno.EPROTO, e));
         Assert.True(h.AioIsDead());
+    }
+
+    /// <summary>
+    /// T24: garbage behind NBD_CMD_DISC, from a server that then keeps the connection open. The read before the
+    /// disconnect succeeds once; Shutdown ends within the deadline and, as libnbd's nbd_shutdown, fails with the
+    /// reply's error (EPROTO), leaving the handle dead.
+    /// </summary>
+    [Fact]
+    public async Task GarbageAfterDisconnect_FailsShutdownWithoutHanging()
+    {
+        await using var server = Scripted.Serve(async c =>
+        {
+            ScriptedRequest read = await c.ReadRequestAsync();
+            await c.SendDataChunkAsync(read, read.Offset, new byte[read.Length], done: true);
+            ScriptedRequest disc = await c.ReadRequestAsync();
+            Assert.Equal(2, disc.Type);
+            await c.WriteAsync(Enumerable.Repeat((byte)0xA5, 4096).ToArray());
+            await c.DrainAsync();
+        });
+        using NbdHandle h = Scripted.Connect(server);
+        int calls = 0, error = -1;
+        h.AioPread(new byte[512], 0, (ref int e) =>
+        {
+            Interlocked.Increment(ref calls);
+            error = e;
+            return 1;
+        });
+        NbdException failure = Scripted.Fails(() => h.Shutdown());
+        Assert.Equal(Errno.EPROTO, failure.Errno);
+        Assert.Contains("reply magic", failure.Message, StringComparison.Ordinal);
+        Assert.Equal((1, 0), (calls, error));
+        Assert.True(h.AioIsDead());
+    }
+
+    /// <summary>A server that closes the connection after NBD_CMD_DISC: Shutdown succeeds and the handle is closed.</summary>
+    [Fact]
+    public async Task CleanCloseAfterDisconnect_ShutdownSucceeds()
+    {
+        await using var server = Scripted.Serve(async c =>
+        {
+            Assert.Equal(2, (await c.ReadRequestAsync()).Type);
+            c.Close();
+        });
+        using NbdHandle h = Scripted.Connect(server);
+        Scripted.Within(() =>
+        {
+            h.Shutdown();
+            return 0;
+        });
+        Assert.True(h.AioIsClosed());
     }
 }
 

@@ -180,6 +180,8 @@ internal sealed unsafe partial class CommandEngine
         lock (_lock)
         {
             inFlight = _inFlight.Count;
+            if (_state == EngineState.Ready)
+                _endedBetweenReplies = true;
             if (inFlight == 0 && _state == EngineState.Ready)
             {
                 _state = EngineState.Closed;

@@ -52,6 +52,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     private bool _disposed;
     private volatile EngineState _state = EngineState.Ready;
     private int _deadErrno;
+    private bool _endedBetweenReplies;
     private string _deadReason = "";
 
     [ThreadStatic]
@@ -107,6 +108,19 @@ internal sealed unsafe partial class CommandEngine : IDisposable
 
     /// <summary>A reply is being read or a request written right now (libnbd's "processing").</summary>
     public bool IsProcessing => _midReply || Volatile.Read(ref _sending) > 0;
+
+    /// <summary>
+    /// Whether the connection ended because the server closed it cleanly between replies while commands were in
+    /// flight: libnbd counts that as closed (the commands fail with ENOTCONN), not as a failure of nbd_shutdown.
+    /// </summary>
+    public bool EndedBetweenReplies
+    {
+        get
+        {
+            lock (_lock)
+                return _endedBetweenReplies;
+        }
+    }
 
     /// <summary>The errno and reason the connection died with.</summary>
     public (int Errno, string Reason) DeathCause

@@ -294,6 +294,8 @@ internal static class TlsUpgrade
             if ((errors & (SslPolicyErrors.RemoteCertificateChainErrors | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
             {
                 string detail = presented != null ? Describe(presented) : errors.ToString();
+                if (presented != null && OutsideValidity(presented) is { } dated)
+                    return dated + " (" + detail + ")";
                 return _authorities != null
                     ? "not signed by a trusted authority in ca-cert.pem (" + detail + ")"
                     : "not signed by an authority the system trusts (" + detail + ")";
@@ -302,6 +304,34 @@ internal static class TlsUpgrade
                 return revoked;
             if (credentials.VerifyHostname is { Length: > 0 } hostname && !leaf.MatchesHostname(hostname))
                 return "the certificate's names do not include \"" + hostname + "\"";
+            return null;
+        }
+
+        /// <summary>
+        /// When the chain's only fault is a certificate used outside its validity period (expired, not yet
+        /// valid), says which one and its dates; null otherwise.
+        /// </summary>
+        private static string? OutsideValidity(X509Chain chain)
+        {
+            const X509ChainStatusFlags dates = X509ChainStatusFlags.NotTimeValid | X509ChainStatusFlags.NotTimeNested;
+            X509ChainStatusFlags all = X509ChainStatusFlags.NoError;
+            foreach (X509ChainStatus status in chain.ChainStatus)
+                all |= status.Status;
+            if (all == X509ChainStatusFlags.NoError || (all & ~dates) != 0)
+                return null;
+            foreach (X509ChainElement element in chain.ChainElements)
+            {
+                foreach (X509ChainStatus status in element.ChainElementStatus)
+                {
+                    if ((status.Status & X509ChainStatusFlags.NotTimeValid) == 0)
+                        continue;
+                    X509Certificate2 dated = element.Certificate;
+                    string when = DateTime.UtcNow < dated.NotBefore.ToUniversalTime() ? "is not valid yet" : "has expired";
+                    return "the certificate \"" + dated.Subject + "\" " + when + ": it is valid from " +
+                           dated.NotBefore.ToUniversalTime().ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) + " to " +
+                           dated.NotAfter.ToUniversalTime().ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture);
+                }
+            }
             return null;
         }
 
