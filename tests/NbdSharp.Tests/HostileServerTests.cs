@@ -346,6 +346,53 @@ public class HostileServerTests
         Assert.True(h.AioIsDead());
     }
 
+    /// <summary>
+    /// Shutdown waits for the commands in flight; when one never gets its reply, the request timeout (or Cancel
+    /// from another thread) ends the wait, and Shutdown reports it rather than returning as if all went well.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ShutdownWaitingForAStalledCommand_FailsWithTheTimeoutOrCancellation(bool cancel)
+    {
+        // The server reads the request and NBD_CMD_DISC, then holds the connection open until the test ends.
+        var release = new TaskCompletionSource();
+        await using var server = Scripted.Serve(async c =>
+        {
+            await c.ReadRequestAsync();
+            await c.DrainAsync();
+            await release.Task;
+        });
+        try
+        {
+            ShutdownFails(server, cancel);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    private static void ShutdownFails(ScriptedServer server, bool cancel)
+    {
+        using NbdHandle h = Scripted.Connect(server);
+        if (!cancel)
+            h.SetRequestTimeout(TimeSpan.FromMilliseconds(300));
+        int calls = 0, error = 0;
+        h.AioPread(new byte[512], 0, (ref int e) =>
+        {
+            Interlocked.Increment(ref calls);
+            error = e;
+            return 1;
+        });
+        using var canceller = new Timer(_ => h.Cancel(), null, cancel ? 300 : Timeout.Infinite, Timeout.Infinite);
+        NbdException failure = Scripted.Fails(() => h.Shutdown());
+        int expected = cancel ? Errno.ECANCELED : Errno.ETIMEDOUT;
+        Assert.Equal(expected, failure.Errno);
+        Assert.Equal((1, expected), (calls, error));
+        Assert.True(h.AioIsDead());
+    }
+
     /// <summary>A server that closes the connection after NBD_CMD_DISC: Shutdown succeeds and the handle is closed.</summary>
     [Fact]
     public async Task CleanCloseAfterDisconnect_ShutdownSucceeds()
