@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Linq;
 using System.Buffers.Binary;
 using System.Threading;
@@ -391,6 +392,79 @@ public class HostileServerTests
         Assert.Equal(expected, failure.Errno);
         Assert.Equal((1, expected), (calls, error));
         Assert.True(h.AioIsDead());
+    }
+
+    /// <summary>
+    /// X2: once the connection is dead (a bad reply) or closed (Shutdown), every command, in its synchronous, aio
+    /// and Task-based form, fails at once with libnbd's invalid-state error (EINVAL) and sends nothing.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AfterDeadOrClosed_EveryCommandFailsAtOnce(bool closed)
+    {
+        long afterwards = -1;
+        await using var server = Scripted.Serve(async c =>
+        {
+            ScriptedRequest first = await c.ReadRequestAsync();
+            if (closed)
+            {
+                Assert.Equal(2, first.Type);
+                c.Close();
+                return;
+            }
+            await c.WriteAsync(new byte[20]);
+            afterwards = await c.DrainAsync();
+        });
+        using NbdHandle h = Scripted.Connect(server);
+        if (closed)
+        {
+            Scripted.Within(() =>
+            {
+                h.Shutdown();
+                return 0;
+            });
+        }
+        else
+        {
+            Scripted.Fails(() => h.Flush());
+        }
+
+        byte[] buffer = new byte[512];
+        ExtentCallback extents = (string _, ulong _, ReadOnlySpan<uint> _, ref int _) => 0;
+        var failures = new List<NbdException>
+        {
+            Assert.Throws<NbdException>(() => h.Pread(buffer, 0)),
+            Assert.Throws<NbdException>(() => h.Pwrite(buffer, 0)),
+            Assert.Throws<NbdException>(() => h.Flush()),
+            Assert.Throws<NbdException>(() => h.Trim(512, 0)),
+            Assert.Throws<NbdException>(() => h.Zero(512, 0)),
+            Assert.Throws<NbdException>(() => h.Cache(512, 0)),
+            Assert.Throws<NbdException>(() => h.BlockStatus(512, 0, extents)),
+            Assert.Throws<NbdException>(() => h.AioPread(buffer, 0)),
+            Assert.Throws<NbdException>(() => h.AioPwrite(buffer, 0)),
+            Assert.Throws<NbdException>(() => h.AioFlush()),
+            Assert.Throws<NbdException>(() => h.AioTrim(512, 0)),
+            Assert.Throws<NbdException>(() => h.AioZero(512, 0)),
+            Assert.Throws<NbdException>(() => h.AioCache(512, 0)),
+            Assert.Throws<NbdException>(() => h.AioBlockStatus(512, 0, extents)),
+            await Assert.ThrowsAsync<NbdException>(async () => await h.PreadAsync(buffer, 0)),
+            await Assert.ThrowsAsync<NbdException>(async () => await h.PwriteAsync(buffer, 0)),
+            await Assert.ThrowsAsync<NbdException>(async () => await h.FlushAsync()),
+            await Assert.ThrowsAsync<NbdException>(async () => await h.ZeroAsync(512, 0)),
+            await Assert.ThrowsAsync<NbdException>(async () => await h.BlockStatusAsync(512, 0, extents)),
+        };
+        string state = closed ? "CLOSED" : "DEAD";
+        Assert.All(failures, e =>
+        {
+            Assert.Equal(Errno.EINVAL, e.Errno);
+            Assert.Contains("invalid state: " + state, e.Message, StringComparison.Ordinal);
+        });
+        Assert.Equal(0, h.AioInFlight());
+        h.Dispose();
+        await server.Completion.WaitAsync(Scripted.Deadline);
+        if (!closed)
+            Assert.Equal(0, afterwards);
     }
 
     /// <summary>A server that closes the connection after NBD_CMD_DISC: Shutdown succeeds and the handle is closed.</summary>
