@@ -377,8 +377,9 @@ public class HostileServerTests
     private static void ShutdownFails(ScriptedServer server, bool cancel)
     {
         using NbdHandle h = Scripted.Connect(server);
+        // A second's margin: Shutdown must already be waiting when the timeout or the cancellation strikes.
         if (!cancel)
-            h.SetRequestTimeout(TimeSpan.FromMilliseconds(300));
+            h.SetRequestTimeout(TimeSpan.FromSeconds(1));
         int calls = 0, error = 0;
         h.AioPread(new byte[512], 0, (ref int e) =>
         {
@@ -386,7 +387,7 @@ public class HostileServerTests
             error = e;
             return 1;
         });
-        using var canceller = new Timer(_ => h.Cancel(), null, cancel ? 300 : Timeout.Infinite, Timeout.Infinite);
+        using var canceller = new Timer(_ => h.Cancel(), null, cancel ? 1000 : Timeout.Infinite, Timeout.Infinite);
         NbdException failure = Scripted.Fails(() => h.Shutdown());
         int expected = cancel ? Errno.ECANCELED : Errno.ETIMEDOUT;
         Assert.Equal(expected, failure.Errno);
