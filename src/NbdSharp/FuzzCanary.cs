@@ -12,7 +12,7 @@ internal static class FuzzCanary
 {
     private static readonly string Active = Environment.GetEnvironmentVariable("NBDSHARP_FUZZ_CANARY") ?? "";
 
-    /// <summary>libnbd's 2019 bug: the structured read chunk bounds check adds offset and length, which can wrap.</summary>
+    /// <summary>A data or hole chunk running up to 64 bytes past the end of its read is accepted.</summary>
     public static bool Reply => Active == "reply";
 
     /// <summary>A block status chunk whose payload is not a whole number of descriptors is accepted and rounded up.</summary>

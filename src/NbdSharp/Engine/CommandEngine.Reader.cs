@@ -338,10 +338,16 @@ internal sealed unsafe partial class CommandEngine
     private static void CheckContentChunk(Command cmd, ulong offset, ulong length)
     {
 #if FUZZ_CANARY
-        if (FuzzCanary.Reply && offset >= cmd.Offset && unchecked(offset + length) <= cmd.Offset + cmd.Count)
+        // The planted bug: a chunk that starts inside its request but runs up to 64 bytes past its end is
+        // accepted (and delivered: a hole to the chunk callback, data into the bytes after the buffer).
+        if (FuzzCanary.Reply && offset >= cmd.Offset && offset - cmd.Offset < cmd.Count)
         {
-            cmd.ContentChunks++;
-            return;
+            ulong room = cmd.Count - (offset - cmd.Offset);
+            if (length > room && length - room <= 64)
+            {
+                cmd.ContentChunks++;
+                return;
+            }
         }
 #endif
         if (offset < cmd.Offset || offset - cmd.Offset >= cmd.Count || length > cmd.Count - (offset - cmd.Offset))
