@@ -17,7 +17,7 @@ namespace NbdSharp.Tests;
 public class HandshakeMatrixTests
 {
     private const uint Ack = 1, Info = 3, MetaContext = 4, ErrUnsup = 0x80000001, ErrUnknown = 0x80000006;
-    private const uint OptExportName = 1, OptAbort = 2, OptGo = 7, OptStructuredReply = 8, OptSetMetaContext = 10;
+    private const uint OptExportName = 1, OptGo = 7, OptStructuredReply = 8, OptSetMetaContext = 10;
 
     /// <summary>How the connect is made.</summary>
     public enum Api
@@ -152,30 +152,7 @@ public class HandshakeMatrixTests
     };
 
     /// <summary>Negotiates normally up to NBD_OPT_GO (no structured replies), then lets <paramref name="go"/> answer it.</summary>
-    private static Func<ScriptedConnection, Task> Go(Func<ScriptedConnection, Task> go) => Go(go, c => c.DrainAsync());
-
-    /// <summary>As <see cref="Go(Func{ScriptedConnection, Task})"/>, then <paramref name="then"/> instead of draining.</summary>
-    private static Func<ScriptedConnection, Task> Go(Func<ScriptedConnection, Task> go, Func<ScriptedConnection, Task> then) => async c =>
-    {
-        await c.SendNewstyleGreetingAsync();
-        await c.ReadClientFlagsAsync();
-        while (true)
-        {
-            (uint option, _) = await c.ReadOptionAsync();
-            if (option == OptGo)
-            {
-                await go(c);
-                break;
-            }
-            if (option == OptAbort)
-            {
-                await c.ReplyOptionAsync(option, Ack);
-                return;
-            }
-            await c.ReplyOptionAsync(option, ErrUnsup);
-        }
-        await then(c);
-    };
+    private static Func<ScriptedConnection, Task> Go(Func<ScriptedConnection, Task> go) => Scripted.RefuseOptionsUntilGo(go);
 
     /// <summary>Accepts structured replies, then lets <paramref name="reply"/> answer NBD_OPT_SET_META_CONTEXT.</summary>
     private static Func<ScriptedConnection, Task> Contexts(Func<ScriptedConnection, Task> reply) => async c =>
@@ -288,8 +265,8 @@ public class HandshakeMatrixTests
             {
             }
         }
-        long honest = await AllocatedByFailedConnectAsync(Go(c => c.ReplyOptionAsync(OptGo, Info, new byte[16]), WaitForCloseAsync), api);
-        long huge = await AllocatedByFailedConnectAsync(Go(c => c.ReplyOptionAsync(OptGo, Info, new byte[16], claimedLength: 0xFFFFFFF0), WaitForCloseAsync), api);
+        long honest = await AllocatedByFailedConnectAsync(Scripted.RefuseOptionsUntilGo(c => c.ReplyOptionAsync(OptGo, Info, new byte[16]), WaitForCloseAsync), api);
+        long huge = await AllocatedByFailedConnectAsync(Scripted.RefuseOptionsUntilGo(c => c.ReplyOptionAsync(OptGo, Info, new byte[16], claimedLength: 0xFFFFFFF0), WaitForCloseAsync), api);
         Assert.True(huge - honest < 64 * 1024, $"{huge} bytes allocated against {honest} for an honest reply");
     }
 

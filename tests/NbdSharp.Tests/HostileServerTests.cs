@@ -51,24 +51,8 @@ public class HostileServerTests
         Assert.True(allocated < 1024 * 1024, $"allocated {allocated} bytes");
     }
 
-    /// <summary>A server that refuses every option (NBD_REP_ERR_UNSUP) until NBD_OPT_GO, which <paramref name="go"/> answers.</summary>
     private static ScriptedServer AnswerGoWith(Func<ScriptedConnection, Task> go) =>
-        ScriptedServer.Start(async c =>
-        {
-            await c.SendNewstyleGreetingAsync();
-            await c.ReadClientFlagsAsync();
-            while (true)
-            {
-                (uint option, _) = await c.ReadOptionAsync();
-                if (option == OptionGo)
-                {
-                    await go(c);
-                    break;
-                }
-                await c.ReplyOptionAsync(option, 0x80000001);
-            }
-            await c.DrainAsync();
-        });
+        ScriptedServer.Start(Scripted.RefuseOptionsUntilGo(go));
 
     [Fact]
     public async Task TruncatedInfoExport_FailsConnect()

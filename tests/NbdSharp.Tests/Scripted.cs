@@ -10,6 +10,35 @@ internal static class Scripted
 {
     public static readonly TimeSpan Deadline = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// A server script that refuses every option (NBD_REP_ERR_UNSUP) until NBD_OPT_GO, which <paramref name="go"/>
+    /// answers, then runs <paramref name="then"/> (by default: reads until the client closes). NBD_OPT_ABORT
+    /// before GO is acknowledged and ends the script.
+    /// </summary>
+    public static Func<ScriptedConnection, Task> RefuseOptionsUntilGo(Func<ScriptedConnection, Task> go,
+        Func<ScriptedConnection, Task>? then = null) => async c =>
+    {
+        const uint optAbort = 2, optGo = 7, ack = 1, errUnsup = 0x80000001;
+        await c.SendNewstyleGreetingAsync();
+        await c.ReadClientFlagsAsync();
+        while (true)
+        {
+            (uint option, _) = await c.ReadOptionAsync();
+            if (option == optGo)
+            {
+                await go(c);
+                break;
+            }
+            if (option == optAbort)
+            {
+                await c.ReplyOptionAsync(option, ack);
+                return;
+            }
+            await c.ReplyOptionAsync(option, errUnsup);
+        }
+        await (then ?? (connection => connection.DrainAsync()))(c);
+    };
+
     /// <summary>A server that negotiates <paramref name="export"/> normally, then runs <paramref name="script"/>.</summary>
     public static ScriptedServer Serve(Func<ScriptedConnection, Task> script, ScriptedExport? export = null) =>
         ScriptedServer.Start(async connection =>
