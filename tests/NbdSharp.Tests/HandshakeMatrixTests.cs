@@ -155,22 +155,8 @@ public class HandshakeMatrixTests
     private static Func<ScriptedConnection, Task> Go(Func<ScriptedConnection, Task> go) => Scripted.RefuseOptionsUntilGo(go);
 
     /// <summary>Accepts structured replies, then lets <paramref name="reply"/> answer NBD_OPT_SET_META_CONTEXT.</summary>
-    private static Func<ScriptedConnection, Task> Contexts(Func<ScriptedConnection, Task> reply) => async c =>
-    {
-        await c.SendNewstyleGreetingAsync();
-        await c.ReadClientFlagsAsync();
-        while (true)
-        {
-            (uint option, _) = await c.ReadOptionAsync();
-            if (option == OptSetMetaContext)
-            {
-                await reply(c);
-                break;
-            }
-            await c.ReplyOptionAsync(option, option == OptStructuredReply ? Ack : ErrUnsup);
-        }
-        await c.DrainAsync();
-    };
+    private static Func<ScriptedConnection, Task> Contexts(Func<ScriptedConnection, Task> reply) =>
+        Scripted.RefuseOptionsUntil(OptSetMetaContext, reply, acknowledged: OptStructuredReply);
 
     private static Func<ScriptedConnection, Task> Export(ulong size, ushort flags) => Go(async c =>
     {

@@ -16,25 +16,32 @@ internal static class Scripted
     /// before GO is acknowledged and ends the script.
     /// </summary>
     public static Func<ScriptedConnection, Task> RefuseOptionsUntilGo(Func<ScriptedConnection, Task> go,
-        Func<ScriptedConnection, Task>? then = null) => async c =>
+        Func<ScriptedConnection, Task>? then = null) => RefuseOptionsUntil(7, go, then);
+
+    /// <summary>
+    /// As <see cref="RefuseOptionsUntilGo"/>, up to <paramref name="option"/> instead of NBD_OPT_GO, acknowledging
+    /// <paramref name="acknowledged"/> (e.g. NBD_OPT_STRUCTURED_REPLY) on the way.
+    /// </summary>
+    public static Func<ScriptedConnection, Task> RefuseOptionsUntil(uint option, Func<ScriptedConnection, Task> answer,
+        Func<ScriptedConnection, Task>? then = null, uint? acknowledged = null) => async c =>
     {
-        const uint optAbort = 2, optGo = 7, ack = 1, errUnsup = 0x80000001;
+        const uint optAbort = 2, ack = 1, errUnsup = 0x80000001;
         await c.SendNewstyleGreetingAsync();
         await c.ReadClientFlagsAsync();
         while (true)
         {
-            (uint option, _) = await c.ReadOptionAsync();
-            if (option == optGo)
+            (uint received, _) = await c.ReadOptionAsync();
+            if (received == option)
             {
-                await go(c);
+                await answer(c);
                 break;
             }
-            if (option == optAbort)
+            if (received == optAbort)
             {
-                await c.ReplyOptionAsync(option, ack);
+                await c.ReplyOptionAsync(received, ack);
                 return;
             }
-            await c.ReplyOptionAsync(option, errUnsup);
+            await c.ReplyOptionAsync(received, received == acknowledged ? ack : errUnsup);
         }
         await (then ?? (connection => connection.DrainAsync()))(c);
     };
