@@ -78,9 +78,9 @@ public static class Recorder
 
         public override ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => inner.SendAsync(data, cancellationToken);
 
-        public override int TrySend(ReadOnlySpan<byte> data) => inner.TrySend(data);
+        public override int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => inner.TrySend(first, second);
 
-        public override bool CanPoll => inner.CanPoll;
+        public override bool PrefersBlockingSend => inner.PrefersBlockingSend;
 
         public override bool WaitReadable(int timeoutMs) => inner.WaitReadable(timeoutMs);
 

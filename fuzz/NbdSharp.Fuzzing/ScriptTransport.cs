@@ -31,8 +31,6 @@ internal sealed class ScriptTransport : NbdSharp.Transport.Transport
     /// <summary>Bytes of the script the client has received.</summary>
     public int BytesReceived => _position;
 
-    public override bool CanPoll => true;
-
     public override int Receive(Span<byte> buffer)
     {
         if (_aborted)
@@ -61,10 +59,11 @@ internal sealed class ScriptTransport : NbdSharp.Transport.Transport
         return ValueTask.CompletedTask;
     }
 
-    public override int TrySend(ReadOnlySpan<byte> data)
+    public override int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
     {
-        Send(data);
-        return data.Length;
+        Send(first);
+        Send(second);
+        return first.Length + second.Length;
     }
 
     public override bool WaitReadable(int timeoutMs) => true;

@@ -265,8 +265,9 @@ public sealed unsafe partial class NbdHandle
     }
 
     /// <summary>
-    /// Sends NBD_CMD_DISC: the server answers the commands in flight and closes the connection
-    /// (<c>nbd_aio_disconnect</c>). No command may be issued afterwards (EINVAL).
+    /// Queues NBD_CMD_DISC behind the requests issued before it (<c>nbd_aio_disconnect</c>): the server answers the
+    /// commands in flight and closes the connection. Like the other aio calls it sends only what the socket takes at
+    /// once; <see cref="Poll"/> sends the rest. No command may be issued afterwards (EINVAL).
     /// </summary>
     /// <param name="flags">No flag is valid.</param>
     public void AioDisconnect(CmdFlag flags = CmdFlag.None)
@@ -274,13 +275,14 @@ public sealed unsafe partial class NbdHandle
         const string call = "nbd_aio_disconnect";
         CommandEngine engine = Connected(call);
         CheckFlags(call, flags, CmdFlag.None);
-        engine.Disconnect(call);
+        engine.Disconnect(call, wait: false);
     }
 
     /// <summary>
     /// Disconnects in an orderly way and waits until the server has closed the connection (<c>nbd_shutdown</c>):
-    /// the commands in flight complete first. Commands are sent as soon as they are issued, so
-    /// <see cref="ShutdownFlag.AbandonPending"/> has nothing queued to abandon. As in libnbd, the call fails if
+    /// the requests still queued are sent first and the commands in flight complete. With
+    /// <see cref="ShutdownFlag.AbandonPending"/>, queued requests of which nothing was sent yet are dropped instead
+    /// (they complete with ENOTCONN), so that NBD_CMD_DISC goes out next. As in libnbd, the call fails if
     /// the connection dies meanwhile (a malformed reply, even after NBD_CMD_DISC, a timeout, <see cref="Cancel"/>);
     /// a server that closes the connection between replies does not fail it, though the commands still in
     /// flight fail with ENOTCONN.
@@ -300,8 +302,10 @@ public sealed unsafe partial class NbdHandle
         CommandEngine engine = _engine!;
         if (engine.IsReadingOnCurrentThread)
             Throw(call, Errno.EDEADLK, "cannot make a blocking call on a handle from inside one of its own callbacks");
+        if ((flags & ShutdownFlag.AbandonPending) != 0)
+            engine.AbandonUnsent();
         if (!engine.DisconnectRequested && engine.State == EngineState.Ready)
-            engine.Disconnect(call);
+            engine.Disconnect(call, wait: true);
         engine.WaitClosed();
         if (engine.State == EngineState.Dead && !engine.EndedBetweenReplies)
         {

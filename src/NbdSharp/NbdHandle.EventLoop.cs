@@ -28,13 +28,13 @@ public sealed partial class NbdHandle
 
     /// <summary>
     /// What the connection waits for (<c>nbd_aio_get_direction</c>): <see cref="AioDirection.Read"/> while connected
-    /// (a reply may arrive), <see cref="AioDirection.Both"/> while a request is being written, nothing otherwise.
-    /// Writes never wait for an event loop here (a sender waits itself), so Read is what a loop watches.
+    /// (a reply may arrive), <see cref="AioDirection.Both"/> while requests wait to be written (an event loop then
+    /// watches the descriptor for writing too and calls <see cref="AioNotifyWrite"/>), nothing otherwise.
     /// </summary>
     /// <returns>The direction.</returns>
     public AioDirection AioGetDirection() => CurrentState switch
     {
-        HandleState.Connected => _engine!.IsProcessing ? AioDirection.Both : AioDirection.Read,
+        HandleState.Connected => _engine!.HasQueuedRequests ? AioDirection.Both : AioDirection.Read,
         HandleState.Connecting => AioDirection.Read,
         _ => AioDirection.None,
     };
@@ -57,11 +57,20 @@ public sealed partial class NbdHandle
     }
 
     /// <summary>
-    /// Tells the handle its socket is writable (<c>nbd_aio_notify_write</c>). Requests are written when they are
-    /// issued (a blocked sender waits on its own), so there is nothing to resume: this only processes any
-    /// replies that arrived, like <see cref="AioNotifyRead"/>.
+    /// Tells the handle its socket is writable (<c>nbd_aio_notify_write</c>): sends what the socket takes of the
+    /// requests waiting to be written, without blocking.
     /// </summary>
-    public void AioNotifyWrite() => AioNotifyRead();
+    /// <exception cref="NbdException">EINVAL when nothing waits to be written (<see cref="AioGetDirection"/> does not
+    /// include <see cref="AioDirection.Write"/>), as libnbd refuses the event in that state.</exception>
+    public void AioNotifyWrite()
+    {
+        const string call = "nbd_aio_notify_write";
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        HandleState state = CurrentState;
+        if (state != HandleState.Connected)
+            Throw(call, Errno.EINVAL, "external event 1 (notify write) is invalid in state " + StateName(state));
+        _engine!.NotifyWrite(call, StateName(state));
+    }
 
     /// <summary>
     /// As <see cref="Poll"/>, and also returns when <paramref name="fd"/> becomes readable (<c>nbd_poll2</c>), e.g. an
@@ -91,8 +100,8 @@ public sealed partial class NbdHandle
     public long GetHandleSize() => 1024 + (_engine?.ApproximateSize ?? 0) + (_negotiator != null ? 32 * 1024 : 0);
 
     /// <summary>
-    /// An NBD URI that would connect to the same server and export (<c>nbd_get_uri</c>). Unknown for an adopted
-    /// socket, a command or socket activation.
+    /// An NBD URI that would connect to the same server and export (<c>nbd_get_uri</c>). For socket activation it names
+    /// the socket the handle made (kept until the handle is closed). Unknown for an adopted socket or a command.
     /// </summary>
     /// <returns>The URI.</returns>
     /// <exception cref="NbdException">EINVAL when no URI can describe the connection.</exception>

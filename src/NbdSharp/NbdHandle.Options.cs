@@ -61,11 +61,15 @@ public sealed partial class NbdHandle
     public void AioOptInfo(CompletionCallback? completion = null) =>
         StartOption("nbd_aio_opt_info", requireFixed: true, InfoBody, completion, null);
 
-    /// <summary>Ends negotiation without entering transmission and closes the connection cleanly (<c>nbd_opt_abort</c>).</summary>
-    public void OptAbort() => RunOption("nbd_opt_abort", requireFixed: true, AbortBody);
+    /// <summary>
+    /// Ends negotiation without entering transmission and closes the connection cleanly (<c>nbd_opt_abort</c>). A
+    /// server that is newstyle but not fixed newstyle has no NBD_OPT_ABORT: the call succeeds and, as in libnbd,
+    /// leaves the handle dead rather than closed.
+    /// </summary>
+    public void OptAbort() => RunOption("nbd_opt_abort", requireFixed: false, AbortBody);
 
     /// <summary>The aio form of <see cref="OptAbort"/> (<c>nbd_aio_opt_abort</c>): done when <see cref="AioIsConnecting"/> turns false.</summary>
-    public void AioOptAbort() => StartOption("nbd_aio_opt_abort", requireFixed: true, AbortBody, null, null);
+    public void AioOptAbort() => StartOption("nbd_aio_opt_abort", requireFixed: false, AbortBody, null, null);
 
     /// <summary>
     /// Asks for TLS and runs the TLS handshake with the handle's credentials (<c>nbd_opt_starttls</c>). Meant for
@@ -245,6 +249,16 @@ public sealed partial class NbdHandle
 
     private async ValueTask<bool> AbortBody(Negotiator negotiator, bool async, CancellationToken cancellationToken)
     {
+        if (!negotiator.IsFixedNewstyle)
+        {
+            // libnbd: "handshake: server is not using fixed newstyle"; the connection is dropped, the call succeeds.
+            if (_log.Enabled)
+                _log.Write(negotiator.Call, "server is not using fixed newstyle: dropping the connection instead of NBD_OPT_ABORT");
+            negotiator.Transport.Abort();
+            lock (_stateLock)
+                _state = HandleState.Dead;
+            return true;
+        }
         await negotiator.AbortAsync(async, cancellationToken).ConfigureAwait(false);
         lock (_stateLock)
             _state = HandleState.Closed;

@@ -67,9 +67,10 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         get
         {
             HandleState state = _state;
-            // A connect that failed on its own thread is still "connecting" until Poll reports the failure, as in
-            // libnbd (a `while (AioIsConnecting()) Poll(-1)` loop must see it).
-            if (state == HandleState.Dead && _pending is { Deliver: null })
+            // An aio connect or option that ended on its own thread is still "connecting" until Poll reports it, as
+            // in libnbd, whose state machine moves only when polled: a `while (AioIsConnecting()) Poll(-1)` loop
+            // must see it, and its callbacks run in that Poll.
+            if (_pending != null)
                 return HandleState.Connecting;
             if (state != HandleState.Connected)
                 return state;
@@ -145,8 +146,10 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
     private static void Throw(string call, int errno, string detail) => throw Error(call, errno, detail);
 
     /// <summary>
-    /// Closes the handle (<c>nbd_close</c>). A connected handle sends NBD_CMD_DISC first; commands still in
-    /// flight complete with ENOTCONN.
+    /// Closes the handle (<c>nbd_close</c>). A connected handle queues NBD_CMD_DISC and sends what the socket takes
+    /// without waiting; commands still in flight complete with ENOTCONN (libnbd drops them silently: here every
+    /// command completes once). Afterwards the handle holds no callback: those of commands in flight, the debug
+    /// callback and the logger are released, as libnbd frees them.
     /// </summary>
     public void Dispose()
     {
@@ -157,6 +160,9 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         {
             if (_disposed)
                 return;
+            if (_log.Enabled)
+                _log.Write("nbd_close", "closing handle");
+            _log.Close();
             _disposed = true;
             engine = _engine;
             transport = _connectingTransport;
@@ -179,7 +185,7 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
             {
                 try
                 {
-                    engine.Disconnect("nbd_close");
+                    engine.Disconnect("nbd_close", wait: false);
                 }
                 catch (NbdException)
                 {

@@ -13,6 +13,27 @@ public static partial class Native
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
+    public const short POLLIN = 1;
+    public const short POLLOUT = 4;
+
     /// <summary>poll(2) on one descriptor for reading (the library's own helper); true when it is readable.</summary>
     public static bool WaitReadable(int fd, int timeoutMs) => NbdSharp.Transport.Connectors.FdReadable(fd, timeoutMs);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short REvents;
+    }
+
+    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    private static unsafe partial int PollCore(PollFd* fds, nuint count, int timeout);
+
+    /// <summary>poll(2) on one descriptor for <paramref name="events"/>; the events that happened (0 on timeout).</summary>
+    public static unsafe short Poll(int fd, short events, int timeoutMs)
+    {
+        var pfd = new PollFd { Fd = fd, Events = events };
+        return PollCore(&pfd, 1, timeoutMs) > 0 ? pfd.REvents : (short)0;
+    }
 }

@@ -149,9 +149,10 @@ internal sealed class AioCopier
         }
 
         /// <summary>
-        /// Waits until a polled connection has replies and lets it process them (running their callbacks here),
-        /// or until another thread signals progress. The wait is short (10 ms) because replies may also be read by
-        /// another thread (a TLS poller, or the library when a sender finds its socket full).
+        /// Waits until a polled connection has replies, or room for the requests it still has to send, and lets it
+        /// process them (running their callbacks here), as libnbd's event-loop contract has it: the descriptor of
+        /// <see cref="NbdHandle.AioGetFd"/>, watched for writing too while <see cref="NbdHandle.AioGetDirection"/> says
+        /// so. The wait is short (10 ms) because replies may also be read by another thread (a TLS poller).
         /// </summary>
         private unsafe void WaitForProgress()
         {
@@ -163,16 +164,23 @@ internal sealed class AioCopier
             }
             LibC.PollFd* fds = stackalloc LibC.PollFd[2];
             for (int i = 0; i < count; i++)
-                fds[i] = new LibC.PollFd { Fd = _polled[i].AioGetFd(), Events = LibC.POLLIN };
+            {
+                bool write = (_polled[i].AioGetDirection() & AioDirection.Write) != 0;
+                fds[i] = new LibC.PollFd { Fd = _polled[i].AioGetFd(), Events = (short)(LibC.POLLIN | (write ? LibC.POLLOUT : 0)) };
+            }
             if (LibC.Poll(fds, (nuint)count, 10) <= 0)
                 return;
             for (int i = 0; i < count; i++)
             {
-                if (fds[i].Revents == 0)
+                short revents = fds[i].Revents;
+                if (revents == 0)
                     continue;
                 try
                 {
-                    _polled[i].AioNotifyRead();
+                    if ((revents & LibC.POLLOUT) != 0 && (_polled[i].AioGetDirection() & AioDirection.Write) != 0)
+                        _polled[i].AioNotifyWrite();
+                    if ((revents & ~LibC.POLLOUT) != 0)
+                        _polled[i].AioNotifyRead();
                 }
                 catch (NbdException) when (_polled[i].AioIsDead())
                 {

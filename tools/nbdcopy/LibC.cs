@@ -56,6 +56,7 @@ internal static unsafe partial class LibC
     public static partial nint Write(int fd, byte* buffer, nuint count);
 
     public const short POLLIN = 1;
+    public const short POLLOUT = 4;
 
     /// <summary>struct pollfd.</summary>
     [StructLayout(LayoutKind.Sequential)]

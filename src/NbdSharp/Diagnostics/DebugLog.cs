@@ -41,6 +41,14 @@ internal sealed class DebugLog
         set => _logger = value;
     }
 
+    /// <summary>Forgets the callback and the logger and stays silent from now on (the handle is being closed).</summary>
+    public void Close()
+    {
+        _enabled = false;
+        _callback = null;
+        _logger = null;
+    }
+
     /// <summary>Emits a message if debugging is on. Never throws: a failing callback is ignored.</summary>
     public void Write(string context, string message)
     {

@@ -75,7 +75,8 @@ internal sealed unsafe partial class CommandEngine
         {
             if (_state == EngineState.Ready && ProcessOne() && _state == EngineState.Ready)
             {
-                SendDeferred();
+                // Between replies: requests the callbacks issued, or that waited for room, go out now.
+                TrySendQueued();
                 return true;
             }
         }

@@ -6,227 +6,224 @@ using NbdSharp.Transport;
 
 namespace NbdSharp.Engine;
 
-/// <summary>The request writer: one request at a time, header and payload together, never blocking the reader.</summary>
+/// <summary>
+/// The request writer: a queue of requests (libnbd's <c>cmds_to_issue</c>) sent in order, one at a time, header
+/// and payload together, by whichever thread holds the write lock.
+/// </summary>
+/// <remarks>
+/// <para>An aio call queues its request and sends what the socket takes without blocking (<see cref="TrySendQueued"/>);
+/// it never waits and never reads. What is left goes out when somebody drives the handle: <c>Poll</c>,
+/// <c>AioNotifyWrite</c>, the reader between two replies, or a synchronous or Task-based call, which sends the whole
+/// queue before its own request and may wait for room meanwhile (<see cref="SendAllQueued"/>).</para>
+/// <para>A sender waiting for room reads replies meanwhile when nobody else does: a server may stop reading requests
+/// until its replies are read (the deadlock libnbd's PAUSE states avoid).</para>
+/// </remarks>
 internal sealed unsafe partial class CommandEngine
 {
-    /// <summary>Payloads up to this size are copied behind the header when the transport cannot gather.</summary>
-    private const int SendBufferSize = 64 * 1024;
-
     private readonly Lock _writeLock = new();
-    private readonly SocketTransport? _gatherTransport;
 
-    /// <summary>
-    /// Holds a request header; where the transport cannot gather header and payload into one system call, it is
-    /// rented from the shared pool large enough to copy a small payload behind the header.
-    /// </summary>
-    private byte[] _sendBuffer;
-    private int _sending;
+    /// <summary>Requests not yet (wholly) sent, in order; the head may be partly sent. Changed under <see cref="_lock"/>.</summary>
+    private readonly Queue<Command> _sendQueue = new();
+
+    /// <summary>The length of <see cref="_sendQueue"/>, readable without the lock.</summary>
+    private volatile int _queued;
+
+    /// <summary>A thread holds the write lock to send the whole queue (it waits for room itself).</summary>
+    private volatile bool _blockingSender;
+
+    /// <summary>The head's header, encoded when its first byte goes out (under the write lock).</summary>
+    private readonly byte[] _headHeader = new byte[RequestHeader.ExtendedSize];
+    private int _headHeaderSize;
+
+    /// <summary>Bytes of the head request (header and payload) already sent (under the write lock).</summary>
+    private long _headSent;
+
     private long _bytesSent;
     private long _chunksSent;
 
     public long BytesSent => Interlocked.Read(ref _bytesSent);
     public long ChunksSent => Interlocked.Read(ref _chunksSent);
 
+    /// <summary>Requests are waiting to be sent (libnbd's direction WRITE).</summary>
+    public bool HasQueuedRequests => _queued > 0;
+
     [ThreadStatic]
     private static CommandEngine? t_sending;
 
-    /// <summary>
-    /// Requests issued on a thread that cannot send now without risking a deadlock or splitting another
-    /// request: from a callback while this thread reads or sends. The thread sends them as soon as it is
-    /// between messages (libnbd's queue of commands to issue).
-    /// </summary>
-    private readonly Queue<Command> _deferred = new();
-    private volatile int _deferredCount;
+    private void EnqueueLocked(Command cmd)
+    {
+        _sendQueue.Enqueue(cmd);
+        _queued = _sendQueue.Count;
+    }
 
-    /// <summary>Sends a command's request, or queues it when this thread is in the middle of reading or sending.</summary>
-    private void SendRequest(Command cmd)
+    /// <summary>
+    /// Sends queued requests for as long as the transport takes them without blocking. Never waits and never
+    /// reads; does nothing when another thread is sending (it will send the rest) or this thread is in the middle
+    /// of a request. Returns whether any byte went out.
+    /// </summary>
+    public bool TrySendQueued()
+    {
+        if (_queued == 0 || t_sending == this || !_writeLock.TryEnter())
+            return false;
+        try
+        {
+            return SendQueued(blocking: false);
+        }
+        finally
+        {
+            _writeLock.Exit();
+        }
+    }
+
+    /// <summary>
+    /// Sends every queued request, waiting for room in the socket (and reading replies meanwhile when needed). On a
+    /// thread that is reading replies or sending already (a callback), only what can go out at once is sent.
+    /// </summary>
+    private void SendAllQueued()
     {
         if (t_sending == this || t_reading == this)
         {
-            lock (_lock)
-            {
-                _deferred.Enqueue(cmd);
-                _deferredCount = _deferred.Count;
-            }
+            TrySendQueued();
             return;
         }
         lock (_writeLock)
         {
-            // Restored, not cleared: this may run in a callback while the thread is sending on another handle.
-            CommandEngine? outer = t_sending;
-            t_sending = this;
+            _blockingSender = true;
             try
             {
-                WriteRequest(cmd);
-                WriteDeferred();
+                SendQueued(blocking: true);
             }
             finally
             {
-                t_sending = outer;
+                _blockingSender = false;
             }
         }
     }
 
-    /// <summary>
-    /// Sends what callbacks issued; called between messages by whoever reads. Not while this thread is itself
-    /// in the middle of a request (it reads while waiting to send): that sender sends them next.
-    /// </summary>
-    private void SendDeferred()
+    /// <summary>The queue's loop; the caller holds the write lock. Returns whether any byte went out.</summary>
+    private bool SendQueued(bool blocking)
     {
-        if (_deferredCount == 0 || t_sending == this)
-            return;
-        lock (_writeLock)
-        {
-            CommandEngine? outer = t_sending;
-            t_sending = this;
-            try
-            {
-                WriteDeferred();
-            }
-            finally
-            {
-                t_sending = outer;
-            }
-        }
-    }
-
-    private void WriteDeferred()
-    {
-        while (true)
-        {
-            Command? next;
-            lock (_lock)
-            {
-                if (!_deferred.TryDequeue(out next))
-                    return;
-                _deferredCount = _deferred.Count;
-            }
-            WriteRequest(next);
-        }
-    }
-
-    /// <summary>Writes one request (and write payload), holding the write lock. A transport failure kills the connection.</summary>
-    private void WriteRequest(Command cmd)
-    {
-        if (_state != EngineState.Ready)
-            return; // The connection died: the command is failed with the rest of those in flight.
-        ulong payloadLength = cmd.Type == NbdCommand.Write ? cmd.Count : 0;
-        ulong wireCount = cmd.Count;
-        byte* payloadData = cmd.Data;
-        if (cmd.RequestPayload != null)
-        {
-            // A filtered block status: the header's length is the payload's; it goes out only as PAYLOAD_LEN
-            // announces it, and only with extended headers (as libnbd).
-            wireCount = (ulong)cmd.RequestPayloadLength;
-            payloadLength = ExtendedHeaders && (cmd.WireFlags & (ushort)CmdFlag.PayloadLen) != 0 ? wireCount : 0;
-        }
-        var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
-        Interlocked.Increment(ref _sending);
+        CommandEngine? outer = t_sending; // restored, not cleared: a callback may be sending on another handle
+        t_sending = this;
+        bool progressed = false;
         try
         {
-            int headerSize = header.Write(_sendBuffer, ExtendedHeaders);
-            if (payloadLength == 0)
+            while (true)
             {
-                SendAll(_sendBuffer.AsSpan(0, headerSize));
+                Command? head;
+                lock (_lock)
+                {
+                    if (_state != EngineState.Ready || !_sendQueue.TryPeek(out head))
+                        return progressed;
+                }
+                if (!SendHead(head, blocking, ref progressed))
+                    return progressed;
+                lock (_lock)
+                {
+                    // A failure on this thread may have emptied the queue meanwhile.
+                    if (_sendQueue.TryPeek(out Command? still) && still == head)
+                    {
+                        _sendQueue.Dequeue();
+                        _queued = _sendQueue.Count;
+                    }
+                }
+                _headSent = 0;
+                if (head.Type == NbdCommand.Disconnect)
+                {
+                    head.Release();
+                    _transport.ShutdownSend();
+                }
             }
-            else
-            {
-                ReadOnlySpan<byte> payload = cmd.RequestPayload != null
-                    ? cmd.RequestPayload.AsSpan(0, (int)payloadLength)
-                    : new ReadOnlySpan<byte>(payloadData, (int)payloadLength);
-                if (_gatherTransport != null)
-                {
-                    SendGathered(_sendBuffer.AsSpan(0, headerSize), payload);
-                }
-                else if (payload.Length <= SendBufferSize)
-                {
-                    payload.CopyTo(_sendBuffer.AsSpan(headerSize));
-                    SendAll(_sendBuffer.AsSpan(0, headerSize + payload.Length));
-                }
-                else
-                {
-                    SendAll(_sendBuffer.AsSpan(0, headerSize));
-                    SendAll(payload);
-                }
-            }
-            Interlocked.Increment(ref _chunksSent);
-            Interlocked.Add(ref _bytesSent, headerSize + (long)payloadLength);
         }
         catch (TransportException failure)
         {
             Break(failure.Errno, failure.Message);
+            return progressed;
         }
         finally
         {
-            Interlocked.Decrement(ref _sending);
-        }
-    }
-
-    /// <summary>Sends NBD_CMD_DISC (which has no reply) and shuts down the sending side.</summary>
-    private void SendDisconnect()
-    {
-        ulong cookie;
-        lock (_lock)
-            cookie = ++_lastCookie;
-        var header = new RequestHeader(0, NbdCommand.Disconnect, cookie, 0, 0);
-        lock (_writeLock)
-        {
-            try
-            {
-                int headerSize = header.Write(_sendBuffer, ExtendedHeaders);
-                SendAll(_sendBuffer.AsSpan(0, headerSize));
-                Interlocked.Increment(ref _chunksSent);
-                Interlocked.Add(ref _bytesSent, headerSize);
-                _transport.ShutdownSend();
-            }
-            catch (TransportException failure)
-            {
-                Break(failure.Errno, failure.Message);
-            }
+            t_sending = outer;
         }
     }
 
     /// <summary>
-    /// Sends every byte. When the socket is full the server may have stopped reading requests until its replies
-    /// are read (the deadlock libnbd's PAUSE states avoid), so a blocked sender reads replies itself while it
-    /// waits, as libnbd does, unless another thread is reading already.
+    /// Sends the rest of the head request. Returns true once all of it is sent; false when the transport takes no
+    /// more without blocking (<paramref name="blocking"/> false) or the connection died meanwhile, in which case the
+    /// command's memory must not be touched again (a failure may have completed it).
     /// </summary>
-    private void SendAll(ReadOnlySpan<byte> data)
+    private bool SendHead(Command cmd, bool blocking, ref bool progressed)
     {
-        while (!data.IsEmpty)
+        if (_headSent == 0)
         {
-            int sent = _transport.TrySend(data);
+            ulong wireCount = cmd.RequestPayload != null ? (ulong)cmd.RequestPayloadLength : cmd.Count;
+            var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
+            _headHeaderSize = header.Write(_headHeader, ExtendedHeaders);
+        }
+        ReadOnlySpan<byte> payload = RequestPayload(cmd);
+        long total = _headHeaderSize + (long)payload.Length;
+        while (_headSent < total)
+        {
+            ReadOnlySpan<byte> header = _headSent < _headHeaderSize ? _headHeader.AsSpan((int)_headSent, _headHeaderSize - (int)_headSent) : default;
+            ReadOnlySpan<byte> rest = payload[(int)Math.Max(0, _headSent - _headHeaderSize)..];
+            int sent;
+            if (blocking && _transport.PrefersBlockingSend)
+            {
+                SendBlocking(header, rest);
+                sent = header.Length + rest.Length;
+            }
+            else
+            {
+                sent = _transport.TrySend(header, rest);
+            }
             if (sent > 0)
             {
-                data = data[sent..];
+                _headSent += sent;
+                Interlocked.Add(ref _bytesSent, sent);
+                progressed = true;
                 continue;
             }
-            if (sent == 0)
-            {
-                WaitToSend();
-                continue;
-            }
-            // A transport that cannot try a send: keep the reader thread going during a large blocking send.
-            bool large = data.Length > 16 * 1024;
-            if (large)
-                OnSendBlocked();
-            try
-            {
-                _transport.Send(data);
-            }
-            finally
-            {
-                if (large)
-                    OnSendUnblocked();
-            }
-            return;
+            if (!blocking)
+                return false;
+            WaitToSend();
+            if (_state != EngineState.Ready)
+                return false;
+        }
+        Interlocked.Increment(ref _chunksSent);
+        return true;
+    }
+
+    /// <summary>What follows a request's header: write data, the context ids of a filtered block status, or nothing.</summary>
+    private ReadOnlySpan<byte> RequestPayload(Command cmd)
+    {
+        if (cmd.RequestPayload != null)
+        {
+            // A filtered block status: the header's length is the payload's; it goes out only as PAYLOAD_LEN
+            // announces it, and only with extended headers (as libnbd).
+            bool sent = ExtendedHeaders && (cmd.WireFlags & (ushort)CmdFlag.PayloadLen) != 0;
+            return sent ? cmd.RequestPayload.AsSpan(0, cmd.RequestPayloadLength) : default;
+        }
+        return cmd.Type == NbdCommand.Write ? new ReadOnlySpan<byte>(cmd.Data, (int)cmd.Count) : default;
+    }
+
+    /// <summary>A blocking send on a transport that prefers it; a reader runs meanwhile in case the server waits for us to read.</summary>
+    private void SendBlocking(ReadOnlySpan<byte> header, ReadOnlySpan<byte> payload)
+    {
+        OnSendBlocked();
+        try
+        {
+            _transport.Send(header, payload);
+        }
+        finally
+        {
+            OnSendUnblocked();
         }
     }
 
     /// <summary>
     /// The socket is full: until it can take more, read replies if this thread holds (or can take) the reader
-    /// role; otherwise another thread is reading, and waiting is enough. Callbacks that run meanwhile may issue
-    /// commands: they are deferred (<see cref="SendRequest"/>) and sent after the current request.
+    /// role; otherwise another thread is reading, and waiting is enough (the role goes to the reader thread when
+    /// that one leaves). Callbacks that run meanwhile may issue commands: they join the queue this thread is
+    /// sending.
     /// </summary>
     private void WaitToSend()
     {
@@ -245,7 +242,15 @@ internal sealed unsafe partial class CommandEngine
         }
         if (!holding && !took)
         {
-            _transport.WaitWritable(-1);
+            OnSendBlocked();
+            try
+            {
+                _transport.WaitWritable(-1);
+            }
+            finally
+            {
+                OnSendUnblocked();
+            }
             return;
         }
         CommandEngine? outerReading = t_reading;
@@ -278,32 +283,74 @@ internal sealed unsafe partial class CommandEngine
         }
     }
 
-    /// <summary>Sends a header and its payload with one gathering system call where possible, without copying.</summary>
-    private void SendGathered(ReadOnlySpan<byte> header, ReadOnlySpan<byte> payload)
+    /// <summary>
+    /// Queues NBD_CMD_DISC (it has no reply) behind every request issued before it; the sending side is shut down
+    /// once it has gone out. With <paramref name="wait"/> false only what the socket takes at once is sent now.
+    /// </summary>
+    public void Disconnect(string call, bool wait)
     {
-        while (!header.IsEmpty)
+        Command disc = Rent();
+        disc.Type = NbdCommand.Disconnect;
+        lock (_lock)
         {
-            int sent = _gatherTransport!.TrySend(header, payload);
-            if (sent < 0)
+            if (_state != EngineState.Ready || _disconnectRequested)
             {
-                SendAll(header);
-                break;
+                disc.Release();
+                throw _state != EngineState.Ready ? NotReady(call) : DisconnectRequestedError(call);
             }
-            if (sent == 0)
+            _disconnectRequested = true;
+            disc.Cookie = ++_lastCookie;
+            EnqueueLocked(disc);
+        }
+        if (wait)
+            SendAllQueued();
+        else
+            TrySendQueued();
+    }
+
+    /// <summary>
+    /// Fails the queued requests that have not had a byte sent (<c>LIBNBD_SHUTDOWN_ABANDON_PENDING</c>): they
+    /// complete with ENOTCONN and are never sent.
+    /// </summary>
+    public void AbandonUnsent()
+    {
+        List<Command> abandoned = new();
+        lock (_writeLock)
+        {
+            lock (_lock)
             {
-                WaitToSend();
-                continue;
-            }
-            if (sent < header.Length)
-            {
-                header = header[sent..];
-            }
-            else
-            {
-                payload = payload[(sent - header.Length)..];
-                header = default;
+                int keep = _headSent > 0 ? 1 : 0;
+                int count = _sendQueue.Count;
+                for (int i = 0; i < count; i++)
+                {
+                    Command cmd = _sendQueue.Dequeue();
+                    if (i < keep || cmd.Type == NbdCommand.Disconnect)
+                        _sendQueue.Enqueue(cmd);
+                    else
+                        abandoned.Add(cmd);
+                }
+                _queued = _sendQueue.Count;
             }
         }
-        SendAll(payload);
+        foreach (Command cmd in abandoned)
+        {
+            cmd.SetError(Errno.ENOTCONN, FailureKind.Connection, NbdProtocol.CommandName(cmd.Type) + ": abandoned before it was sent");
+            Complete(cmd);
+        }
     }
+
+    /// <summary>Empties the queue when the connection has died; the caller holds both locks.</summary>
+    private void DropQueueLocked(List<Command> disconnects)
+    {
+        while (_sendQueue.TryDequeue(out Command? cmd))
+        {
+            if (cmd.Type == NbdCommand.Disconnect)
+                disconnects.Add(cmd);
+        }
+        _queued = 0;
+        _headSent = 0;
+    }
+
+    private static NbdException DisconnectRequestedError(string call) =>
+        new(Errno.EINVAL, NbdException.Format(call, "cannot request more commands after NBD_CMD_DISC", Errno.EINVAL));
 }

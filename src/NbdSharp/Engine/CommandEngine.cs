@@ -55,11 +55,15 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     private bool _endedBetweenReplies;
     private string _deadReason = "";
 
+    /// <summary>Engines are told apart by number in thread-local state, which must not keep one alive.</summary>
+    private static long s_lastId;
+    private readonly long _id = Interlocked.Increment(ref s_lastId);
+
     [ThreadStatic]
     private static CommandEngine? t_reading;
 
     [ThreadStatic]
-    private static CommandEngine? t_observedEngine;
+    private static long t_observedEngine;
 
     [ThreadStatic]
     private static long t_observedCompletions;
@@ -72,10 +76,6 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         StructuredReplies = info.StructuredReplies;
         ExtendedHeaders = info.ExtendedHeaders;
         _metaContexts = info.MetaContexts;
-        _gatherTransport = transport as SocketTransport;
-        _sendBuffer = _gatherTransport != null
-            ? new byte[RequestHeader.ExtendedSize]
-            : ArrayPool<byte>.Shared.Rent(SendBufferSize + RequestHeader.ExtendedSize);
         info.Leftover.CopyTo(_receiveBuffer, 0);
         _receiveEnd = info.Leftover.Length;
     }
@@ -106,8 +106,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
     }
 
-    /// <summary>A reply is being read or a request written right now (libnbd's "processing").</summary>
-    public bool IsProcessing => _midReply || Volatile.Read(ref _sending) > 0;
+    /// <summary>A reply is being read or requests wait to be written (libnbd's "processing").</summary>
+    public bool IsProcessing => _midReply || _queued > 0;
 
     /// <summary>
     /// Whether the connection ended because the server closed it cleanly between replies while commands were in
@@ -136,7 +136,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     public Transport.Transport TransportForPolling => _transport;
 
     /// <summary>Roughly the bytes this engine holds (buffers, pooled commands).</summary>
-    public long ApproximateSize => _receiveBuffer.Length + _sendBuffer.Length + _statusBuffer.Length + (_pool.Count * 256L);
+    public long ApproximateSize => _receiveBuffer.Length + _headHeader.Length + _statusBuffer.Length + (_pool.Count * 256L);
 
     /// <summary>Whether the current thread is reading for this engine (inside one of its callbacks).</summary>
     public bool IsReadingOnCurrentThread => t_reading == this;
@@ -168,9 +168,11 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     }
 
     /// <summary>
-    /// Assigns a cookie, publishes the command in the in-flight table and sends it. Throws (without
-    /// publishing) if the connection cannot take commands. A send failure kills the connection, which
-    /// completes the command with the failure; the cookie is still returned.
+    /// Assigns a cookie, publishes the command in the in-flight table and queues its request. Throws (without
+    /// publishing) if the connection cannot take commands. An aio command is sent only as far as the socket takes
+    /// it at once; a synchronous or Task-based one is sent whole (with everything queued before it) before this
+    /// returns. A send failure kills the connection, which completes the command with the failure; the cookie is
+    /// still returned.
     /// </summary>
     public ulong Issue(Command cmd, string call)
     {
@@ -180,7 +182,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             if (_state != EngineState.Ready)
                 throw NotReady(call);
             if (_disconnectRequested)
-                throw new NbdException(Errno.EINVAL, NbdException.Format(call, "cannot request more commands after NBD_CMD_DISC", Errno.EINVAL));
+                throw DisconnectRequestedError(call);
             cmd.Cookie = ++_lastCookie;
             cmd.IssuedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             _inFlight.Add(cmd.Cookie, cmd);
@@ -189,10 +191,14 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 _asyncInFlight++;
                 wakePump = !_readerActive;
             }
+            EnqueueLocked(cmd);
         }
         if (wakePump)
             WakePump();
-        SendRequest(cmd);
+        if (cmd.Kind == CommandKind.Aio)
+            TrySendQueued();
+        else
+            SendAllQueued();
         return cmd.Cookie;
     }
 
@@ -298,8 +304,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     }
 
     /// <summary>
-    /// libnbd's <c>nbd_poll</c>: waits up to <paramref name="timeoutMs"/> (-1 = forever) for the server,
-    /// processes what arrived and returns 1, or returns 0 on timeout.
+    /// libnbd's <c>nbd_poll</c>: waits up to <paramref name="timeoutMs"/> (-1 = forever) for the server to send
+    /// something or to take more of the queued requests, handles it and returns 1, or returns 0 on timeout.
     /// </summary>
     public int Poll(int timeoutMs, string call)
     {
@@ -307,7 +313,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         long completions = Interlocked.Read(ref _completions);
         // A command may have completed on another thread (the pump, a synchronous caller) after this thread
         // last looked: that is progress, and waiting now could wait for a reply that already came.
-        if (t_observedEngine == this && completions != t_observedCompletions)
+        if (t_observedEngine == _id && completions != t_observedCompletions)
         {
             t_observedCompletions = completions;
             return 1;
@@ -328,7 +334,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     /// </summary>
     public void NoteObserved()
     {
-        t_observedEngine = this;
+        t_observedEngine = _id;
         t_observedCompletions = Interlocked.Read(ref _completions);
     }
 
@@ -352,9 +358,11 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 Interlocked.Increment(ref _pollWaiters);
                 generation = Interlocked.Read(ref _progressGeneration);
             }
-            bool woken = WaitForProgress(generation, deadline);
+            // Another thread reads; writing needs no reader role.
+            bool sent = TrySendQueued();
+            bool woken = sent || WaitForProgress(generation, deadline);
             Interlocked.Decrement(ref _pollWaiters);
-            if (Interlocked.Read(ref _completions) != completions)
+            if (sent || Interlocked.Read(ref _completions) != completions)
                 return 1;
             if (!woken)
                 return 0;
@@ -364,18 +372,43 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         t_reading = this;
         try
         {
-            int remaining = timeoutMs < 0 ? -1 : (int)Math.Max(0, deadline - Environment.TickCount64);
-            // Without a timeout there is nothing to wait for separately: the receive itself blocks (and over TLS a
-            // readiness wait would cost a look-ahead read on another thread).
-            if (remaining >= 0 && !HasBufferedData && _transport.CanPoll && !_transport.WaitReadable(remaining))
-                return 0;
-            // One reply (or chunk) at least, then whatever else has already arrived.
-            if (Step())
+            if (HasBufferedMessage)
             {
-                while (HasBufferedMessage && Step())
-                {
-                }
+                StepBatch();
+                return 1;
             }
+            if (TrySendQueued())
+                return 1;
+            // Requests still queued: the socket is full, so wait for room as well as for replies (unless another
+            // thread is sending the queue and waits for room itself).
+            bool wantWrite = _queued > 0 && !_blockingSender;
+            int remaining = timeoutMs < 0 ? -1 : (int)Math.Max(0, deadline - Environment.TickCount64);
+            if (remaining < 0 && !wantWrite && !HasBufferedData)
+            {
+                // Nothing to wait for separately: the receive itself blocks (and over TLS a readiness wait would
+                // cost a look-ahead read on another thread).
+                StepBatch();
+                return 1;
+            }
+            bool readable = HasBufferedData, writable = false;
+            if (!readable)
+            {
+                if (wantWrite)
+                    (readable, writable) = _transport.WaitReadableOrWritable(remaining);
+                else
+                    readable = _transport.WaitReadable(remaining);
+            }
+            if (!readable && !writable)
+                return 0;
+            if (writable)
+                TrySendQueued();
+            if (readable)
+                StepBatch();
+            return 1;
+        }
+        catch (TransportException failure)
+        {
+            Break(failure.Errno, failure.Message);
             return 1;
         }
         finally
@@ -383,6 +416,31 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             t_reading = outerReading;
             ReleaseReader();
         }
+    }
+
+    /// <summary>One reply (or chunk) at least, then whatever else has already arrived.</summary>
+    private void StepBatch()
+    {
+        if (Step())
+        {
+            while (HasBufferedMessage && Step())
+            {
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>nbd_aio_notify_write</c>: the socket has room; sends what it takes of the queued requests. EINVAL when
+    /// nothing waits to be written, as libnbd's state machine refuses the event in a state that does not write.
+    /// </summary>
+    public void NotifyWrite(string call, string stateName)
+    {
+        if (_queued == 0)
+        {
+            throw new NbdException(Errno.EINVAL, NbdException.Format(call,
+                "external event 1 (notify write) is invalid in state " + stateName + ": nothing is waiting to be written", Errno.EINVAL));
+        }
+        TrySendQueued();
     }
 
     /// <summary>Waits until the progress generation moves on; false on timeout.</summary>
@@ -575,6 +633,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 {
                     _inFlight.Remove(cmd.Cookie);
                     cmd.Done = true;
+                    // Once the handle is closed nobody can retire it: it is released now, with its callbacks.
+                    retire |= _disposed;
                     if (!retire)
                     {
                         _done.Add(cmd.Cookie, cmd);
@@ -711,23 +771,30 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
     }
 
-    /// <summary>Fails every command in flight with the recorded cause of death (called by the role holder).</summary>
+    /// <summary>
+    /// Fails every command in flight with the recorded cause of death (called by the role holder). The write lock
+    /// is taken first, so that no request is being sent from memory that a completion releases: a sender on another
+    /// thread leaves at once, its transport having been aborted.
+    /// </summary>
     private void FailAll()
     {
         Command[] victims;
+        var disconnects = new List<Command>();
         int errno;
         string reason;
-        lock (_lock)
+        lock (_writeLock)
         {
-            if (_inFlight.Count == 0)
-                return;
-            victims = new Command[_inFlight.Count];
-            _inFlight.Values.CopyTo(victims, 0);
-            _deferred.Clear();
-            _deferredCount = 0;
-            errno = _deadErrno == 0 ? Errno.ENOTCONN : _deadErrno;
-            reason = _deadErrno == 0 ? "the connection was closed" : _deadReason;
+            lock (_lock)
+            {
+                DropQueueLocked(disconnects);
+                victims = new Command[_inFlight.Count];
+                _inFlight.Values.CopyTo(victims, 0);
+                errno = _deadErrno == 0 ? Errno.ENOTCONN : _deadErrno;
+                reason = _deadErrno == 0 ? "the connection was closed" : _deadReason;
+            }
         }
+        foreach (Command disc in disconnects)
+            disc.Release();
         foreach (Command victim in victims)
         {
             victim.SetError(errno, FailureKind.Connection, NbdProtocol.CommandName(victim.Type) + ": " + reason);
@@ -797,23 +864,6 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         return InFlightCount;
     }
 
-    /// <summary>
-    /// Sends NBD_CMD_DISC and closes the sending side; no command may be issued afterwards. The server
-    /// answers what is in flight and then closes the connection.
-    /// </summary>
-    public void Disconnect(string call)
-    {
-        lock (_lock)
-        {
-            if (_state != EngineState.Ready)
-                throw NotReady(call);
-            if (_disconnectRequested)
-                throw new NbdException(Errno.EINVAL, NbdException.Format(call, "cannot request more commands after NBD_CMD_DISC", Errno.EINVAL));
-            _disconnectRequested = true;
-        }
-        SendDisconnect();
-    }
-
     /// <summary>Reads until the server closes the connection (after <see cref="Disconnect"/>).</summary>
     public void WaitClosed()
     {
@@ -852,13 +902,24 @@ internal sealed unsafe partial class CommandEngine : IDisposable
 
     /// <summary>
     /// Closes the connection at once (the handle is being disposed): commands in flight complete with
-    /// ENOTCONN, the reader thread ends.
+    /// ENOTCONN, the reader thread ends, and no command's callbacks stay referenced.
     /// </summary>
     public void Close()
     {
-        Break(Errno.ENOTCONN, "the handle was closed");
+        Command[] unretired;
         lock (_lock)
+        {
             _disposed = true;
+            unretired = new Command[_done.Count];
+            _done.Values.CopyTo(unretired, 0);
+            _done.Clear();
+            _doneOrder.Clear();
+        }
+        // libnbd's callback lifetimes: a closed handle holds no callback. Completed commands nobody retired are
+        // released now; those still in flight complete (with ENOTCONN) and are released as they do.
+        foreach (Command cmd in unretired)
+            cmd.Release();
+        Break(Errno.ENOTCONN, "the handle was closed");
         SignalPump();
     }
 
@@ -871,12 +932,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     }
 
     /// <summary>
-    /// Gives the pooled buffers back, unless a thread still holds the reader role (it is being woken by the
-    /// aborted transport): then the garbage collector takes them, as nothing may reuse memory still in use.
+    /// Gives the receive buffer back to the pool, unless a thread still holds the reader role (it is being woken by
+    /// the aborted transport): then the garbage collector takes it, as nothing may reuse memory still in use.
     /// </summary>
     private void ReturnBuffers()
     {
-        byte[] receive, send;
+        byte[] receive;
         lock (_lock)
         {
             if (_readerActive || _receiveBuffer.Length == 0)
@@ -885,12 +946,5 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             _receiveBuffer = [];
         }
         ArrayPool<byte>.Shared.Return(receive);
-        lock (_writeLock)
-        {
-            send = _sendBuffer;
-            _sendBuffer = new byte[RequestHeader.ExtendedSize];
-        }
-        if (_gatherTransport == null)
-            ArrayPool<byte>.Shared.Return(send);
     }
 }

@@ -136,6 +136,28 @@ internal sealed partial class Negotiator
         return reply;
     }
 
+    /// <summary>
+    /// The server refused an option: the connection stays in negotiation, so this is a server refusal, never a
+    /// broken connection (a reply that is not an error at all is a protocol error, though). libnbd's errno: ENOTSUP
+    /// for the refusal of a listing or a metadata context request (<paramref name="request"/> names it: "list",
+    /// "meta context"), otherwise the errno of the reply type, or ENOTSUP where it has none.
+    /// </summary>
+    private NbdServerException Refusal(OptionReplyHeader reply, string? request = null)
+    {
+        RequireError(reply);
+        string detail = DescribeOptionError(reply, out int errno);
+        if (request != null)
+        {
+            detail = "server replied with error to " + request + " request: " + detail;
+            errno = Errno.ENOTSUP;
+        }
+        else if (errno == 0)
+        {
+            errno = Errno.ENOTSUP;
+        }
+        return new NbdServerException(errno, NbdException.Format(_call, detail, errno));
+    }
+
     /// <summary>Anything but an error reply here breaks the protocol.</summary>
     private void RequireError(OptionReplyHeader reply)
     {

@@ -182,7 +182,7 @@ internal sealed partial class Negotiator : IDisposable
                 throw Fail(e.Errno, e.Message, e);
             }
             Export.TlsNegotiated = true;
-            Debug("connection is using TLS: " + ((_transport as Transport.StreamTransport)?.Description ?? ""));
+            Debug("connection is using TLS: " + _transport.Description);
             return true;
         }
         RequireError(reply);
@@ -261,11 +261,10 @@ internal sealed partial class Negotiator : IDisposable
                 callback?.Invoke(name);
                 continue;
             }
-            RequireError(reply);
-            string message = DescribeOptionError(reply, out int errno);
             if (strict)
-                throw Fail(errno == 0 ? Errno.ENOTSUP : errno, message);
-            Debug("handshake: ignoring unexpected error from NBD_OPT_SET_META_CONTEXT: " + message);
+                throw Refusal(reply, "meta context");
+            RequireError(reply);
+            Debug("handshake: ignoring unexpected error from NBD_OPT_SET_META_CONTEXT: " + DescribeOptionError(reply, out _));
             Export.MetaValid = Export.MetaContexts.Count == 0;
             return 0;
         }
@@ -323,14 +322,12 @@ internal sealed partial class Negotiator : IDisposable
                     await ExportNameAsync(async, cancellationToken).ConfigureAwait(false);
                     return;
                 default:
-                    RequireError(reply);
-                    string message = DescribeOptionError(reply, out int errno);
+                    NbdServerException refusal = Refusal(reply);
                     Export.ResetExport();
                     Export.MetaValid = false;
                     if (option == NbdOption.Go && abortOnFailure)
                         await AbortAsync(async, cancellationToken).ConfigureAwait(false);
-                    throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno,
-                        NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
+                    throw refusal;
             }
         }
     }
@@ -367,9 +364,7 @@ internal sealed partial class Negotiator : IDisposable
                 callback(name, description);
                 continue;
             }
-            RequireError(reply);
-            string message = DescribeOptionError(reply, out int errno);
-            throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno, NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
+            throw Refusal(reply, "list");
         }
     }
 
@@ -394,9 +389,7 @@ internal sealed partial class Negotiator : IDisposable
                 callback?.Invoke(DecodeString(_buffer.AsSpan(4, (int)reply.Length - 4)));
                 continue;
             }
-            RequireError(reply);
-            string message = DescribeOptionError(reply, out int errno);
-            throw new NbdServerException(errno == 0 ? Errno.ENOTSUP : errno, NbdException.Format(_call, message, errno == 0 ? Errno.ENOTSUP : errno));
+            throw Refusal(reply, "meta context");
         }
     }
 

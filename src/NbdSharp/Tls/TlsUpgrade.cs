@@ -78,10 +78,8 @@ internal static class TlsUpgrade
             throw Handshake(e);
         }
         files.DisposeTrust();
-        return new StreamTransport(ssl, inner, () => ssl.ShutdownAsync().GetAwaiter().GetResult())
-        {
-            Description = ssl.SslProtocol + ", " + ssl.NegotiatedCipherSuite + ", X.509",
-        };
+        return new StreamTransport(ssl, ssl.SslProtocol + ", " + ssl.NegotiatedCipherSuite + ", X.509", inner,
+            () => ssl.ShutdownAsync().GetAwaiter().GetResult());
     }
 
     private static async ValueTask<Transport.Transport> StartPskAsync(Transport.Transport inner, TlsCredentials credentials,
@@ -120,11 +118,8 @@ internal static class TlsUpgrade
             Array.Clear(key);
         }
         SecurityParameters negotiated = client.Negotiated;
-        return new StreamTransport(new PskStream(protocol), inner, protocol.Close)
-        {
-            Description = negotiated.NegotiatedVersion + ", cipher suite 0x" +
-                          negotiated.CipherSuite.ToString("x4", CultureInfo.InvariantCulture) + ", PSK",
-        };
+        return new StreamTransport(new PskStream(protocol), negotiated.NegotiatedVersion + ", cipher suite 0x" +
+            negotiated.CipherSuite.ToString("x4", CultureInfo.InvariantCulture) + ", PSK", inner, protocol.Close);
     }
 
     /// <summary>
@@ -133,8 +128,21 @@ internal static class TlsUpgrade
     /// </summary>
     private sealed class PskStream(TlsClientProtocol protocol) : DuplexStream
     {
-        public override int Read(byte[] buffer, int offset, int count) =>
-            count == 0 ? 0 : Math.Max(0, protocol.ReadApplicationData(buffer, offset, count));
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            if (count == 0)
+                return 0;
+            try
+            {
+                return Math.Max(0, protocol.ReadApplicationData(buffer, offset, count));
+            }
+            catch (TlsNoCloseNotifyException e)
+            {
+                // The server went away without ending TLS (it crashed or was killed): a reset connection, as GnuTLS's
+                // "The TLS connection was non-properly terminated" is to libnbd.
+                throw new TransportException(Errno.ECONNRESET, "recv: the server closed the connection without a TLS close_notify", e);
+            }
+        }
 
         public override void Write(byte[] buffer, int offset, int count) => protocol.WriteApplicationData(buffer, offset, count);
 

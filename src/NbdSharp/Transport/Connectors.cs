@@ -200,49 +200,79 @@ internal static class Connectors
         string dir = Path.Combine("/tmp", "nbdsharp-" + Path.GetRandomFileName());
         Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string path = Path.Combine(dir, "sock");
+        Subprocess? child = null;
+        int listenFd = -1;
         try
         {
-            using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            listener.Bind(new UnixDomainSocketEndPoint(path));
-            listener.Listen(128);
+            // Bound with libc: a .NET Socket removes its file when it is closed, and the file must outlive the
+            // parent's copy of the listening socket.
+            listenFd = ListenUnix(path, call);
             var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
             shellArgv.AddRange(argv);
-            int listenFd = (int)listener.SafeHandle.DangerousGetHandle();
-            Subprocess child = Subprocess.Spawn(shellArgv, [(listenFd, 3)],
+            child = Subprocess.Spawn(shellArgv, [(listenFd, 3)],
                 [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
                 terminateOnClose: true, call);
+            _ = LibC.Close(listenFd);
+            listenFd = -1;
+            // The socket keeps its name while the server runs (libnbd alike): GetUri names it, for more connections.
+            child.SocketDirectory = dir;
+            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try
             {
-                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    socket.Connect(new UnixDomainSocketEndPoint(path));
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-                return new OpenedTransport(new SocketTransport(socket), Endpoint.Unnamed, child);
+                socket.Connect(new UnixDomainSocketEndPoint(path));
             }
-            catch (SocketException e)
+            catch
             {
-                child.Reap(TimeSpan.Zero, terminate: true);
-                int errno = SocketErrors.ToErrno(e);
-                throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
+                socket.Dispose();
+                throw;
             }
+            return new OpenedTransport(new SocketTransport(socket), new Endpoint(EndpointKind.Unix, Host: path), child);
+        }
+        catch (SocketException e)
+        {
+            child?.Reap(TimeSpan.Zero, terminate: true);
+            int errno = SocketErrors.ToErrno(e);
+            throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
         }
         finally
         {
-            // The connection is made (or failed): the name is no longer needed.
-            try
+            if (listenFd >= 0)
+                _ = LibC.Close(listenFd);
+            if (child == null)
             {
-                Directory.Delete(dir, recursive: true);
-            }
-            catch (IOException)
-            {
+                try
+                {
+                    Directory.Delete(dir, recursive: true);
+                }
+                catch (IOException)
+                {
+                }
             }
         }
+    }
+
+    /// <summary>A listening Unix socket bound to <paramref name="path"/>, as a descriptor (close-on-exec).</summary>
+    private static unsafe int ListenUnix(string path, string call)
+    {
+        byte[] name = System.Text.Encoding.UTF8.GetBytes(path);
+        if (name.Length >= LibC.SockAddrUnSize - 2)
+            throw new NbdException(Errno.ENAMETOOLONG, NbdException.Format(call, "socket path too long: " + path, Errno.ENAMETOOLONG));
+        byte* address = stackalloc byte[LibC.SockAddrUnSize];
+        new Span<byte>(address, LibC.SockAddrUnSize).Clear();
+        *(ushort*)address = (ushort)LibC.AF_UNIX;
+        name.CopyTo(new Span<byte>(address + 2, name.Length));
+        int fd = LibC.Socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            throw Failed("socket", Marshal.GetLastPInvokeError());
+        if (LibC.Bind(fd, address, (uint)(2 + name.Length + 1)) != 0 || LibC.Listen(fd, 128) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            _ = LibC.Close(fd);
+            throw Failed("bind: " + path, errno);
+        }
+        return fd;
+
+        NbdException Failed(string what, int errno) => new(errno, NbdException.Format(call, what, errno));
     }
 
     private static void CheckArgv(IReadOnlyList<string> argv, string call)

@@ -3,7 +3,7 @@ namespace NbdSharp.Transport;
 /// <summary>What a handle connected to, as much as a URI can say (for <c>GetUri</c>).</summary>
 internal sealed record Endpoint(EndpointKind Kind, string Host = "", string Port = "", uint Cid = 0, uint VsockPort = 0)
 {
-    /// <summary>A transport no URI can name (an adopted socket, a command, socket activation).</summary>
+    /// <summary>A transport no URI can name (an adopted socket, a command).</summary>
     public static readonly Endpoint Unnamed = new(EndpointKind.Unnamed);
 }
 

@@ -57,6 +57,8 @@ internal static unsafe partial class LibC
     public const int SOCK_STREAM = 1;
     public const int SOCK_CLOEXEC = 0x80000;
     public const int WNOHANG = 1;
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
     public const int ECHILD = 10;
     public const short POSIX_SPAWN_SETSIGDEF = 0x04;
     public const short POSIX_SPAWN_SETSIGMASK = 0x08;
@@ -88,6 +90,15 @@ internal static unsafe partial class LibC
 
     [LibraryImport("libc", EntryPoint = "connect", SetLastError = true)]
     public static partial int Connect(int fd, void* address, uint length);
+
+    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
+    public static partial int Bind(int fd, void* address, uint length);
+
+    [LibraryImport("libc", EntryPoint = "listen", SetLastError = true)]
+    public static partial int Listen(int fd, int backlog);
+
+    /// <summary>The size of <c>struct sockaddr_un</c>: a 2-byte family and a 108-byte path.</summary>
+    public const int SockAddrUnSize = 110;
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);

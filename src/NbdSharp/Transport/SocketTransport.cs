@@ -16,6 +16,7 @@ internal sealed class SocketTransport : Transport
     private static readonly bool UseLibC = OperatingSystem.IsLinux();
     private readonly Socket _socket;
     private readonly SafeHandle _handle;
+    private readonly CopyingSender? _sender;
     private int _aborted;
 
     public SocketTransport(Socket socket)
@@ -24,11 +25,11 @@ internal sealed class SocketTransport : Transport
         _handle = socket.SafeHandle;
         if (socket.ProtocolType == ProtocolType.Tcp)
             socket.NoDelay = true;
+        if (!UseLibC)
+            _sender = new CopyingSender(data => SendAsync(data, CancellationToken.None));
     }
 
     public Socket Socket => _socket;
-
-    public override bool CanPoll => true;
 
     public override int FileDescriptor => (int)_handle.DangerousGetHandle();
 
@@ -107,14 +108,15 @@ internal sealed class SocketTransport : Transport
 
     public override void Send(ReadOnlySpan<byte> data)
     {
+        if (_sender != null)
+        {
+            _sender.Finish(-1);
+            SendManaged(data);
+            return;
+        }
         while (!data.IsEmpty)
         {
-            int n = TrySend(data);
-            if (n < 0)
-            {
-                SendManaged(data);
-                return;
-            }
+            int n = TrySend(data, default);
             data = data[n..];
             if (!data.IsEmpty && n == 0)
                 WaitWritable(-1);
@@ -159,17 +161,14 @@ internal sealed class SocketTransport : Transport
         }
     }
 
-    public override int TrySend(ReadOnlySpan<byte> data) => TrySend(data, default);
-
     /// <summary>
     /// Sends what the socket takes without blocking from two buffers gathered into one <c>sendmsg</c> (a request
-    /// header and its payload go out together without a copy). Returns the bytes sent (0 if it would block) or
-    /// -1 when unsupported.
+    /// header and its payload go out together without a copy). Returns the bytes sent (0 if it would block).
     /// </summary>
-    public unsafe int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    public override unsafe int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
     {
-        if (!UseLibC)
-            return -1;
+        if (_sender != null)
+            return _sender.TrySend(first, second);
         bool added = false;
         try
         {
@@ -213,8 +212,8 @@ internal sealed class SocketTransport : Transport
 
     public override unsafe (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
     {
-        if (!UseLibC)
-            return (false, WaitWritable(timeoutMs));
+        if (_sender != null)
+            return (false, _sender.Finish(timeoutMs));
         bool added = false;
         try
         {
@@ -245,7 +244,8 @@ internal sealed class SocketTransport : Transport
         }
     }
 
-    public override bool WaitWritable(int timeoutMs) => Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
+    public override bool WaitWritable(int timeoutMs) =>
+        _sender?.Finish(timeoutMs) ?? Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
 
     private bool Wait(short events, SelectMode mode, int timeoutMs)
     {
@@ -300,6 +300,14 @@ internal sealed class SocketTransport : Transport
 
     public override void ShutdownSend()
     {
+        if (_sender != null)
+            _sender.AfterPending(ShutdownSendNow);
+        else
+            ShutdownSendNow();
+    }
+
+    private void ShutdownSendNow()
+    {
         try
         {
             _socket.Shutdown(SocketShutdown.Send);
@@ -334,6 +342,7 @@ internal sealed class SocketTransport : Transport
         if (disposing)
         {
             Abort();
+            _sender?.Dispose();
             _socket.Dispose();
         }
     }

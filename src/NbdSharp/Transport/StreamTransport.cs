@@ -8,7 +8,8 @@ namespace NbdSharp.Transport;
 /// <summary>
 /// A transport over a full-duplex <see cref="Stream"/>: a TLS stream (<see cref="System.Net.Security.SslStream"/>, or
 /// BouncyCastle's for TLS-PSK) over the socket, or an in-memory pipe. One receive and one send may run at once.
-/// It cannot send without blocking, so the engine keeps a reader running while it sends.
+/// A send that must not block copies the bytes and writes them asynchronously (<see cref="CopyingSender"/>); a sender
+/// that may block writes directly, with a reader running meanwhile (<see cref="PrefersBlockingSend"/>).
 /// </summary>
 /// <remarks>
 /// A TLS stream holds decrypted bytes that poll(2) on the socket cannot see, so waiting for readability with a
@@ -19,33 +20,40 @@ internal sealed class StreamTransport : Transport
 {
     private const int LookAheadSize = 16 * 1024;
 
+    /// <summary>Up to this size a header and its payload are copied together before a blocking write.</summary>
+    private const int CombineLimit = 64 * 1024;
+
     private readonly Stream _stream;
     private readonly Transport? _inner;
     private readonly Action? _closeWrites;
+    private readonly CopyingSender _sender;
     private Task<int>? _pendingRead;
     private byte[]? _lookAhead;
+    private byte[]? _combined;
     private int _aheadStart;
     private int _aheadEnd;
     private int _shutdown;
 
     /// <param name="stream">The stream, owned by this transport.</param>
+    /// <param name="description">What the stream is, for debug messages (e.g. the TLS version and cipher suite).</param>
     /// <param name="inner">A transport under the stream (e.g. the socket under TLS), shut down and disposed with it.</param>
     /// <param name="closeWrites">Ends the stream's sending side cleanly (TLS close_notify) before the inner half-close.</param>
-    public StreamTransport(Stream stream, Transport? inner = null, Action? closeWrites = null)
+    public StreamTransport(Stream stream, string description, Transport? inner = null, Action? closeWrites = null)
     {
         _stream = stream;
+        Description = description;
         _inner = inner;
         _closeWrites = closeWrites;
+        _sender = new CopyingSender(data => SendAsync(data, CancellationToken.None));
     }
 
     public Stream Stream => _stream;
 
-    /// <summary>What the stream is, for debug messages (e.g. the TLS version and cipher suite).</summary>
-    public string Description { get; init; } = "";
+    public override string Description { get; }
 
     public override int FileDescriptor => _inner?.FileDescriptor ?? -1;
 
-    public override bool CanPoll => true;
+    public override bool PrefersBlockingSend => true;
 
     public override int Receive(Span<byte> buffer)
     {
@@ -110,18 +118,61 @@ internal sealed class StreamTransport : Transport
     {
         if (_aheadEnd > _aheadStart)
             return true;
-        if (_pendingRead == null)
-        {
-            _lookAhead ??= new byte[LookAheadSize];
-            _aheadStart = _aheadEnd = 0;
-            _pendingRead = _stream.ReadAsync(_lookAhead, 0, _lookAhead.Length);
-        }
+        StartLookAhead();
         // A finished read (data, end of stream or an error) means a receive will not block.
-        return ((IAsyncResult)_pendingRead).AsyncWaitHandle.WaitOne(timeoutMs);
+        return ((IAsyncResult)_pendingRead!).AsyncWaitHandle.WaitOne(timeoutMs);
+    }
+
+    private void StartLookAhead()
+    {
+        if (_pendingRead != null)
+            return;
+        _lookAhead ??= new byte[LookAheadSize];
+        _aheadStart = _aheadEnd = 0;
+        _pendingRead = _stream.ReadAsync(_lookAhead, 0, _lookAhead.Length);
+    }
+
+    public override int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => _sender.TrySend(first, second);
+
+    public override bool WaitWritable(int timeoutMs) => _sender.Finish(timeoutMs);
+
+    public override (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
+    {
+        WaitHandle? writing = _sender.PendingHandle;
+        if (writing == null)
+            return (false, true);
+        if (_aheadEnd > _aheadStart)
+            return (true, false);
+        StartLookAhead();
+        int which = WaitHandle.WaitAny([((IAsyncResult)_pendingRead!).AsyncWaitHandle, writing], timeoutMs);
+        return which switch
+        {
+            0 => (true, _sender.PendingHandle == null),
+            1 => (_pendingRead!.IsCompleted, true),
+            _ => (false, false),
+        };
+    }
+
+    /// <summary>A request header and a small payload go out as one write (one TLS record, not two).</summary>
+    public override void Send(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    {
+        int total = first.Length + second.Length;
+        if (second.IsEmpty || first.IsEmpty || total > CombineLimit)
+        {
+            base.Send(first, second);
+            return;
+        }
+        _combined ??= new byte[CombineLimit];
+        first.CopyTo(_combined);
+        second.CopyTo(_combined.AsSpan(first.Length));
+        Send(_combined.AsSpan(0, total));
     }
 
     public override void Send(ReadOnlySpan<byte> data)
     {
+        if (data.IsEmpty)
+            return;
+        _sender.Finish(-1);
         try
         {
             _stream.Write(data);
@@ -165,6 +216,12 @@ internal sealed class StreamTransport : Transport
     {
         if (Interlocked.Exchange(ref _shutdown, 1) != 0)
             return;
+        // What TrySend took may still be on its way: the half-close follows it.
+        _sender.AfterPending(CloseWrites);
+    }
+
+    private void CloseWrites()
+    {
         try
         {
             _closeWrites?.Invoke();
@@ -198,6 +255,7 @@ internal sealed class StreamTransport : Transport
                 // A TLS stream may try to say goodbye on a connection that is already gone.
             }
             _pendingRead?.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+            _sender.Dispose();
             _inner?.Dispose();
         }
     }

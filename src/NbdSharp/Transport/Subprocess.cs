@@ -27,6 +27,12 @@ internal sealed unsafe class Subprocess
     public bool TerminateOnClose { get; init; }
 
     /// <summary>
+    /// A private folder holding the socket the child listens on (socket activation), removed once the child has been
+    /// reaped: until then the socket's name is what <c>GetUri</c> gives, for more connections to the same server.
+    /// </summary>
+    public string? SocketDirectory { get; set; }
+
+    /// <summary>
     /// Starts <paramref name="argv"/> (found on PATH) with <paramref name="fdMap"/> applied (dup2 of each parent
     /// fd to a child fd) and with <paramref name="environment"/> in front of the current environment, replacing
     /// any variable of the same name.
@@ -112,8 +118,20 @@ internal sealed unsafe class Subprocess
     {
         if (Interlocked.Exchange(ref _reaped, 1) != 0)
             return;
+        try
+        {
+            WaitForExit(grace, terminate);
+        }
+        finally
+        {
+            RemoveSocketDirectory();
+        }
+    }
+
+    private void WaitForExit(TimeSpan grace, bool terminate)
+    {
         if (terminate)
-            _ = LibC.Kill(Pid, 15);
+            _ = LibC.Kill(Pid, LibC.SIGTERM);
         long deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
         bool termSent = terminate;
         while (true)
@@ -127,18 +145,32 @@ internal sealed unsafe class Subprocess
             {
                 if (!termSent)
                 {
-                    _ = LibC.Kill(Pid, 15);
+                    _ = LibC.Kill(Pid, LibC.SIGTERM);
                     termSent = true;
                     deadline = now + 3000;
                 }
                 else
                 {
-                    _ = LibC.Kill(Pid, 9);
+                    _ = LibC.Kill(Pid, LibC.SIGKILL);
                     _ = LibC.WaitPid(Pid, &status, 0);
                     return;
                 }
             }
             Thread.Sleep(5);
+        }
+    }
+
+    private void RemoveSocketDirectory()
+    {
+        if (SocketDirectory == null)
+            return;
+        try
+        {
+            System.IO.Directory.Delete(SocketDirectory, recursive: true);
+        }
+        catch (System.IO.IOException)
+        {
+            // Removed already, or not ours to remove any more.
         }
     }
 

@@ -19,31 +19,43 @@ internal abstract class Transport : IDisposable
     /// <summary>Sends every byte, blocking.</summary>
     public abstract void Send(ReadOnlySpan<byte> data);
 
+    /// <summary>Sends every byte of <paramref name="first"/> then <paramref name="second"/>, blocking.</summary>
+    public virtual void Send(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    {
+        Send(first);
+        Send(second);
+    }
+
     /// <summary>Sends every byte.</summary>
     public abstract ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Sends as many bytes as the transport takes without blocking and returns their number (0 when it would
-    /// block), or -1 when this transport cannot send without blocking.
+    /// Takes as many bytes of <paramref name="first"/> and then <paramref name="second"/> as the transport can
+    /// without blocking and returns their number: 0 when it can take nothing now (<see cref="WaitWritable"/> says
+    /// when it can). Never blocks. The bytes taken are the transport's: the caller may reuse its buffers at once.
     /// </summary>
-    public virtual int TrySend(ReadOnlySpan<byte> data) => -1;
+    public abstract int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
 
-    /// <summary>Whether <see cref="WaitReadable"/> and <see cref="WaitWritable"/> work.</summary>
-    public virtual bool CanPoll => false;
+    /// <summary>
+    /// Whether a thread that must send everything should call <see cref="Send(ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> (with a reader running meanwhile)
+    /// rather than loop on <see cref="TrySend"/>: true where a non-blocking send costs a copy and a hand-off to
+    /// another thread (a TLS stream).
+    /// </summary>
+    public virtual bool PrefersBlockingSend => false;
 
     /// <summary>
     /// Waits until a receive would not block (data, end of stream or an error), at most
     /// <paramref name="timeoutMs"/> milliseconds (-1 = forever). Returns false on timeout.
     /// </summary>
-    public virtual bool WaitReadable(int timeoutMs) => true;
+    public abstract bool WaitReadable(int timeoutMs);
 
-    /// <summary>Waits until a send would make progress, at most <paramref name="timeoutMs"/> milliseconds.</summary>
-    public virtual bool WaitWritable(int timeoutMs) => true;
+    /// <summary>Waits until <see cref="TrySend"/> would take something, at most <paramref name="timeoutMs"/> milliseconds.</summary>
+    public abstract bool WaitWritable(int timeoutMs);
 
     /// <summary>Waits until a receive or a send would make progress; says which (both false on timeout).</summary>
-    public virtual (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs) => (false, true);
+    public abstract (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs);
 
-    /// <summary>Tells the server nothing more will be sent (half-close).</summary>
+    /// <summary>Tells the server nothing more will be sent (half-close), after whatever <see cref="TrySend"/> took.</summary>
     public abstract void ShutdownSend();
 
     /// <summary>Stops the connection in both directions, waking any blocked receive or send.</summary>
@@ -51,6 +63,9 @@ internal abstract class Transport : IDisposable
 
     /// <summary>The file descriptor of the underlying socket, or -1.</summary>
     public virtual int FileDescriptor => -1;
+
+    /// <summary>What the transport is, for debug messages (e.g. the TLS version and cipher suite), or "".</summary>
+    public virtual string Description => "";
 
     /// <summary>Releases the connection.</summary>
     public void Dispose()
