@@ -48,7 +48,7 @@ if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
 fi
 
 # A short AFL++ run of every fuzzing target (nothing may be found) and of every planted canary (it must be
-# found); each counts as one test. Long runs: docs/fuzzing.md.
+# found); each counts as one test. Long runs: docs/hardening.md, "Fuzzing".
 fuzzlog=$(mktemp)
 fuzz/fuzz.sh smoke "${FUZZ_SECONDS:-60}" 2>&1 | tee "$fuzzlog"
 read -r fuzz_passed fuzz_failed < <(sed -nE 's/^fuzz: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$fuzzlog" | tail -1)

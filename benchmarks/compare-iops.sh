@@ -2,11 +2,13 @@
 # compare-iops.sh - libnbd's iops client (C, libnbd) and NbdSharp's nbd-iops (C#, Native AOT) side by side, on the
 # same nbdkit servers, in one run, interleaved A B A B, reporting medians and the NbdSharp/libnbd ratio.
 #
-# Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N] [--only REGEX]
+# Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N] [--only REGEX] [--before REV]
 #   --reps N      repetitions of every row per client (default 5)
 #   --secs S      duration of one fixed-duration repetition (default 2)
 #   --connects N  connections per connect repetition (default 1000)
 #   --only REGEX  run only the rows whose label matches (bash regex), e.g. --only TLS
+#   --before REV  also build nbd-iops from git revision REV (a worktree) and run it in the same interleaving,
+#                 adding a column and the after/before ratio: a change measured against what it replaces
 #
 # Rows (4 KiB blocks): random reads at queue depth 1, 16, 64 (aio + poll loop) on `nbdkit memory 1G` (pre-filled)
 # and `null 1G`; random writes at QD 64; synchronous read latency; connect + handshake + shutdown against
@@ -16,13 +18,14 @@
 # Needs: nbdkit, libnbd-bin (nbdcopy), libnbd-dev, gcc, dotnet, util-linux (taskset), openssl.
 set -euo pipefail
 export LC_ALL=C
-REPS=5 SECS=2 CONNECTS=1000 ONLY=""
+REPS=5 SECS=2 CONNECTS=1000 ONLY="" BEFORE=""
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
     --secs) SECS=$2; shift 2 ;;
     --connects) CONNECTS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --before) BEFORE=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare-iops.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -31,7 +34,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 T=$(mktemp -d /tmp/nbdsharp-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$T"
+  [ -z "$BEFORE" ] || git -C "$ROOT" worktree prune
+}
 trap cleanup EXIT
 CPU=$(( $(nproc) - 1 ))
 
@@ -40,6 +47,13 @@ gcc -O2 -Wall -o "$T/iops" "$HERE/libnbd-iops/iops.c" -lnbd
 dotnet publish "$ROOT/tools/nbd-iops" -c Release -r linux-x64 -p:PublishAot=true -o "$T/aot" -nologo -v q >/dev/null
 A=("$T/iops")
 B=("$T/aot/nbd-iops")
+C=()
+if [ -n "$BEFORE" ]; then
+  echo "building nbd-iops of $BEFORE (Native AOT)..." >&2
+  git -C "$ROOT" worktree add --detach -f "$T/before-src" "$BEFORE" >/dev/null 2>&1
+  dotnet publish "$T/before-src/tools/nbd-iops" -c Release -r linux-x64 -p:PublishAot=true -o "$T/before-aot" -nologo -v q >/dev/null
+  C=("$T/before-aot/nbd-iops")
+fi
 
 serve() { # serve NAME [taskset...] -- nbdkit args...
   local name=$1; shift
@@ -82,26 +96,36 @@ nbdcopy -- [ nbdkit pattern 1G ] "$(psk_uri)"
 value() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 
-printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp (nbd-iops) | NbdSharp / libnbd |\n|---|---|---:|---:|---:|\n'
+if [ -n "$BEFORE" ]; then
+  printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp %s | NbdSharp now | now / libnbd | now / before |\n|---|---|---:|---:|---:|---:|---:|\n' "$BEFORE"
+else
+  printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp (nbd-iops) | NbdSharp / libnbd |\n|---|---|---:|---:|---:|\n'
+fi
+# ratio HIGHER_IS_BETTER REFERENCE VALUE: how much better VALUE is than REFERENCE
+ratio() { if [ "$1" = high ]; then awk -v a="$2" -v b="$3" 'BEGIN{printf "%.2fx", b/a}'; else awk -v a="$2" -v b="$3" 'BEGIN{printf "%.2fx", a/b}'; fi; }
 # row LABEL METRIC HIGHER_IS_BETTER ENV -- args... (client args after the URI)
 row() {
   local label=$1 metric=$2 better=$3 env=$4; shift 5
   if [ -n "$ONLY" ] && ! [[ $label =~ $ONLY ]]; then return 0; fi
   local pin=()
   if [ "${1:-}" = "pin" ]; then pin=(taskset -c "$CPU"); shift; fi
-  local a=() b=()
+  local a=() b=() c=()
   for _ in $(seq "$REPS"); do
     a+=("$(value "$metric" "$("${pin[@]}" "${A[@]}" "$@")")")
+    if [ -n "$BEFORE" ]; then c+=("$(value "$metric" "$(env $env "${pin[@]}" "${C[@]}" "$@")")"); fi
     b+=("$(value "$metric" "$(env $env "${pin[@]}" "${B[@]}" "$@")")")
   done
-  local ma mb
+  local ma mb mc
   ma=$(printf '%s\n' "${a[@]}" | median)
   mb=$(printf '%s\n' "${b[@]}" | median)
-  local ratio
-  if [ "$better" = high ]; then ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN{printf "%.2fx", b/a}')
-  else ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN{printf "%.2fx", a/b}'); fi
-  printf '| %s | %s | %s | %s | %s |\n' "$label" "$metric" "$ma" "$mb" "$ratio"
-  echo "  $label $metric: libnbd ${a[*]} / nbdsharp ${b[*]}" >&2
+  if [ -n "$BEFORE" ]; then
+    mc=$(printf '%s\n' "${c[@]}" | median)
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$metric" "$ma" "$mc" "$mb" "$(ratio "$better" "$ma" "$mb")" "$(ratio "$better" "$mc" "$mb")"
+    echo "  $label $metric: libnbd ${a[*]} / before ${c[*]} / now ${b[*]}" >&2
+  else
+    printf '| %s | %s | %s | %s | %s |\n' "$label" "$metric" "$ma" "$mb" "$(ratio "$better" "$ma" "$mb")"
+    echo "  $label $metric: libnbd ${a[*]} / nbdsharp ${b[*]}" >&2
+  fi
 }
 
 row "read QD1, memory"            iops    high "" -- "$(uri m1)" read 1 "$SECS"

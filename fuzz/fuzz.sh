@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzing NbdSharp with AFL++ through SharpFuzz (docs/fuzzing.md).
+# Fuzzing NbdSharp with AFL++ through SharpFuzz (docs/hardening.md, "Fuzzing").
 #
-#   fuzz/fuzz.sh build                  publish the fuzz host twice (release, and canary with the planted bugs)
-#                                       and instrument NbdSharp.dll in both
+#   fuzz/fuzz.sh build                  publish the fuzz host twice (release, and canary with the library of
+#                                       fuzz/NbdSharp.Canary, which plants the bugs) and instrument NbdSharp.dll in both
 #   fuzz/fuzz.sh run TARGET SECONDS [DIR]
 #                                       fuzz one target from fuzz/corpus/TARGET into DIR (artifacts/fuzz/run-TARGET);
 #                                       prints execs, corpus, crashes, hangs
@@ -27,13 +27,16 @@ die() { echo "fuzz.sh: $*" >&2; exit 1; }
 build() {
   command -v afl-fuzz >/dev/null || die "afl-fuzz is missing (apt-get install afl++)"
   dotnet tool restore >/dev/null || die "dotnet tool restore failed (SharpFuzz.CommandLine)"
-  dotnet build fuzz/NbdSharp.Fuzz -c Release -nologo -v q -clp:ErrorsOnly >/dev/null || die "building the fuzz host failed"
-  local config dir
-  for config in Release Canary; do
-    dir=$out/${config,,}
-    rm -rf "$dir"
-    dotnet publish fuzz/NbdSharp.Fuzz -c "$config" -nologo -v q -clp:ErrorsOnly -o "$dir" >/dev/null ||
-      die "publishing the fuzz host ($config) failed"
+  rm -rf "$out/release" "$out/canary" "$out/canary-library"
+  dotnet publish fuzz/NbdSharp.Fuzz -c Release -nologo -v q -clp:ErrorsOnly -o "$out/release" >/dev/null ||
+    die "publishing the fuzz host failed"
+  # The canary host is the same host with the library built from fuzz/NbdSharp.Canary (the planted bugs).
+  cp -r "$out/release" "$out/canary"
+  dotnet build fuzz/NbdSharp.Canary -c Release -nologo -v q -clp:ErrorsOnly -o "$out/canary-library" >/dev/null ||
+    die "building the canary library failed"
+  cp "$out/canary-library/NbdSharp.dll" "$out/canary-library/NbdSharp.pdb" "$out/canary/"
+  local dir
+  for dir in "$out/release" "$out/canary"; do
     # Only the library is instrumented: coverage of the harness and the runtime would be noise.
     dotnet sharpfuzz "$dir/NbdSharp.dll" >/dev/null || die "instrumenting $dir/NbdSharp.dll failed"
   done

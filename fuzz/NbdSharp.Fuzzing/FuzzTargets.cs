@@ -1,6 +1,5 @@
 using System;
 using System.Text;
-using NbdSharp.Engine;
 
 namespace NbdSharp.Fuzzing;
 
@@ -35,10 +34,7 @@ public static class FuzzTargets
     /// <summary>Runs the target called <paramref name="name"/> on <paramref name="input"/>.</summary>
     public static FuzzOutcome Run(string name, ReadOnlySpan<byte> input)
     {
-        // The reader turns any exception into a dead connection, so users never see a crash; here it is one.
-        Exception? internalError = null;
-        CommandEngine.InternalErrorObserver = e => internalError ??= e;
-        FuzzOutcome outcome = name switch
+        return name switch
         {
             "reply" => Reply(input),
             "client" => Client(input),
@@ -46,9 +42,6 @@ public static class FuzzTargets
             "uri" => Uri(input),
             _ => throw new ArgumentException("unknown fuzz target " + name, nameof(name)),
         };
-        if (internalError != null)
-            throw new FuzzInvariantException("internal error while reading a reply", internalError);
-        return outcome;
     }
 
     /// <summary>The reply parser: simple, structured and extended replies to every command type in flight.</summary>
@@ -75,7 +68,18 @@ public static class FuzzTargets
         if (!Scenario.Try(() => h.ConnectTransport(transport)))
             return new FuzzOutcome(false, 0, 0, 0);
         Scenario.Inspect(h);
-        return Scenario.Run(h);
+        return NoInternalError(h, Scenario.Run(h));
+    }
+
+    /// <summary>
+    /// The reader turns any exception into a dead connection, so that users never see a crash; here it is one: the
+    /// handle's engine keeps the first such exception.
+    /// </summary>
+    private static FuzzOutcome NoInternalError(NbdHandle h, FuzzOutcome outcome)
+    {
+        if (h.InternalError is { } error)
+            throw new FuzzInvariantException("internal error while reading a reply", error);
+        return outcome;
     }
 
     /// <summary>A handle as the client targets use it: strict checks off, two contexts requested.</summary>
@@ -136,7 +140,7 @@ public static class FuzzTargets
         Step(h.OptGo);
         Scenario.Inspect(h);
         Step(() => h.Pread(new byte[64], 0));
-        return new FuzzOutcome(true, issued, succeeded, issued - succeeded);
+        return NoInternalError(h, new FuzzOutcome(true, issued, succeeded, issued - succeeded));
     }
 
     /// <summary>The URI parser: whatever parses must print as a URI that parses to the same thing.</summary>

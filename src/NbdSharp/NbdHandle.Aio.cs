@@ -191,6 +191,10 @@ public sealed unsafe partial class NbdHandle
         {
             return (long)engine.Issue(cmd, call);
         }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
         catch
         {
             pin.Dispose();
@@ -215,7 +219,14 @@ public sealed unsafe partial class NbdHandle
         CommandEngine? engine = _engine;
         if (engine == null)
             Throw(call, Errno.EINVAL, "invalid aio cookie " + cookie.ToString(System.Globalization.CultureInfo.InvariantCulture) + ": no command has been issued");
-        return engine.CommandCompleted(cookie, call);
+        try
+        {
+            return engine.CommandCompleted(cookie, call);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>
@@ -231,7 +242,14 @@ public sealed unsafe partial class NbdHandle
         CommandEngine? engine = _engine;
         if (engine == null)
             Throw(call, Errno.EINVAL, "no commands are in flight");
-        return engine.PeekCompleted(call);
+        try
+        {
+            return engine.PeekCompleted(call);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>The number of commands in flight: sent and not yet answered (<c>nbd_aio_in_flight</c>).</summary>
@@ -253,15 +271,22 @@ public sealed unsafe partial class NbdHandle
     {
         const string call = "nbd_poll";
         ObjectDisposedException.ThrowIf(_disposed, this);
-        PendingOperation? pending = _pending;
-        if (pending != null)
-            return PollPending(pending, timeout);
-        CommandEngine? engine = _engine;
-        if (engine == null)
-            Throw(call, Errno.EINVAL, "nothing to poll for in state " + StateName(CurrentState));
-        if (engine.IsReadingOnCurrentThread)
-            Throw(call, Errno.EDEADLK, "cannot poll a handle from inside one of its own callbacks");
-        return engine.Poll(timeout, call);
+        try
+        {
+            PendingOperation? pending = _pending;
+            if (pending != null)
+                return PollPending(pending, timeout);
+            CommandEngine? engine = _engine;
+            if (engine == null)
+                Throw(call, Errno.EINVAL, "nothing to poll for in state " + StateName(CurrentState));
+            if (engine.IsReadingOnCurrentThread)
+                Throw(call, Errno.EDEADLK, "cannot poll a handle from inside one of its own callbacks");
+            return engine.Poll(timeout, call);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>
@@ -275,7 +300,14 @@ public sealed unsafe partial class NbdHandle
         const string call = "nbd_aio_disconnect";
         CommandEngine engine = Connected(call);
         CheckFlags(call, flags, CmdFlag.None);
-        engine.Disconnect(call, wait: false);
+        try
+        {
+            engine.Disconnect(call, wait: false);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>
@@ -302,15 +334,21 @@ public sealed unsafe partial class NbdHandle
         CommandEngine engine = _engine!;
         if (engine.IsReadingOnCurrentThread)
             Throw(call, Errno.EDEADLK, "cannot make a blocking call on a handle from inside one of its own callbacks");
-        if ((flags & ShutdownFlag.AbandonPending) != 0)
-            engine.AbandonUnsent();
-        if (!engine.DisconnectRequested && engine.State == EngineState.Ready)
-            engine.Disconnect(call, wait: true);
-        engine.WaitClosed();
+        try
+        {
+            if ((flags & ShutdownFlag.AbandonPending) != 0)
+                engine.AbandonUnsent();
+            if (!engine.DisconnectRequested && engine.State == EngineState.Ready)
+                engine.Disconnect(call, wait: true);
+            engine.WaitClosed();
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
         if (engine.State == EngineState.Dead && !engine.EndedBetweenReplies)
         {
-            (int errno, string reason) = engine.DeathCause;
-            Throw(call, errno, reason);
+            throw ConnectionError(call, engine.End);
         }
     }
 
@@ -355,7 +393,7 @@ public sealed unsafe partial class NbdHandle
             HandleState.Negotiating => name + ": negotiating options with the server",
             HandleState.Connected => name + ": connection is ready to issue commands",
             HandleState.Closed => name + ": connection is closed",
-            _ => name + ": connection is dead" + (_engine != null ? ": " + _engine.DeathCause.Reason : ""),
+            _ => name + ": connection is dead" + (_engine != null ? ": " + _engine.End.Reason : ""),
         };
     }
 }

@@ -202,6 +202,10 @@ public sealed unsafe partial class NbdHandle
         {
             engine.Issue(cmd, call);
         }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
         catch
         {
             cmd.Release();
@@ -212,6 +216,10 @@ public sealed unsafe partial class NbdHandle
         {
             if (cmd.Error != 0)
                 throw cmd.ToException(call);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
         }
         finally
         {
@@ -386,7 +394,7 @@ public sealed unsafe partial class NbdHandle
                 BinaryPrimitives.WriteUInt32BigEndian(payload.AsSpan(8 + (4 * i)), id.Value);
             }
             Command cmd = PrepareBlockStatus(engine, call, count, offset, flags & ~CmdFlag.PayloadLen);
-            cmd.WireFlags = (ushort)flags;
+            cmd.WireFlags = (CommandFlags)(ushort)flags;
             cmd.RequestPayload = payload;
             cmd.RequestPayloadLength = length;
             return cmd;
@@ -437,7 +445,7 @@ public sealed unsafe partial class NbdHandle
         }
         Command cmd = engine.Rent();
         cmd.Type = type;
-        cmd.WireFlags = (ushort)flags;
+        cmd.WireFlags = (CommandFlags)(ushort)flags;
         cmd.Offset = offset;
         cmd.Count = count;
         cmd.CallName = call;

@@ -21,6 +21,9 @@ public sealed partial class NbdHandle
 
     private Endpoint _endpoint = Endpoint.Unnamed;
     private Subprocess? _child;
+
+    /// <summary>The connect got as far as the handshake (an aio connect's later failures are Poll's to report).</summary>
+    private bool _handshakeBegun;
     private string _socketActivationName = "";
 
     /// <summary>
@@ -32,7 +35,7 @@ public sealed partial class NbdHandle
     /// <param name="uri">The NBD URI.</param>
     /// <exception cref="NbdException">EINVAL for a bad URI, EPERM for one the <c>SetUriAllow*</c> policy forbids,
     /// the connection's errno, or the server's refusal.</exception>
-    public void ConnectUri(string uri) => SyncPath.Wait(ConnectUriCoreAsync("nbd_connect_uri", uri, async: false, CancellationToken.None));
+    public void ConnectUri(string uri) => Synchronously(ConnectUriCoreAsync("nbd_connect_uri", uri, async: false, CancellationToken.None));
 
     /// <inheritdoc cref="ConnectUri(string)"/>
     /// <param name="uri">The NBD URI.</param>
@@ -257,7 +260,20 @@ public sealed partial class NbdHandle
         return (_, _) => ValueTask.FromResult(Connectors.ConnectSocketActivation(argv, name, call));
     }
 
-    private void Connect(string call, Opener open) => SyncPath.Wait(ConnectCoreAsync(call, async: false, open, CancellationToken.None));
+    private void Connect(string call, Opener open) => Synchronously(ConnectCoreAsync(call, async: false, open, CancellationToken.None));
+
+    /// <summary>The end of a synchronous connect: its failure is the thread's last error.</summary>
+    private static void Synchronously(ValueTask connect)
+    {
+        try
+        {
+            SyncPath.Wait(connect);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
+    }
 
     private Task ConnectAsync(string call, Opener open, CancellationToken cancellationToken) =>
         ConnectCoreAsync(call, async: true, open, cancellationToken).AsTask();
@@ -276,9 +292,12 @@ public sealed partial class NbdHandle
     /// </summary>
     private void StartConnect(Task connect)
     {
-        if (connect.IsFaulted && connect.Exception!.InnerException is not NbdProtocolException)
+        if (connect.IsFaulted && !_handshakeBegun)
         {
-            ExceptionDispatchInfo.Throw(connect.Exception!.InnerException!);
+            Exception failure = connect.Exception!.InnerException!;
+            if (failure is NbdException e)
+                Recorded(e);
+            ExceptionDispatchInfo.Throw(failure);
         }
         StartPending(connect, null);
     }
@@ -435,6 +454,7 @@ public sealed partial class NbdHandle
                 _connectingTransport = transport;
             }
             negotiator = new Negotiator(transport, CaptureSettings(), _log, call);
+            _handshakeBegun = true;
             negotiating = await negotiator.RunAsync(async, _optMode, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception failure)
@@ -502,7 +522,7 @@ public sealed partial class NbdHandle
             MetaContexts = contexts,
             Leftover = leftover,
         }, _log);
-        engine.RequestTimeout = GetRequestTimeout();
+        engine.SetRequestTimeout(GetRequestTimeout());
         bool disposed;
         lock (_stateLock)
         {

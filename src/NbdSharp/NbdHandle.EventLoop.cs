@@ -53,7 +53,14 @@ public sealed partial class NbdHandle
         }
         if (_engine.IsReadingOnCurrentThread)
             Throw(call, Errno.EDEADLK, "cannot make a blocking call on a handle from inside one of its own callbacks");
-        _engine.Poll(0, call);
+        try
+        {
+            _engine.Poll(0, call);
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>
@@ -69,7 +76,14 @@ public sealed partial class NbdHandle
         HandleState state = CurrentState;
         if (state != HandleState.Connected)
             Throw(call, Errno.EINVAL, "external event 1 (notify write) is invalid in state " + StateName(state));
-        _engine!.NotifyWrite(call, StateName(state));
+        try
+        {
+            _engine!.NotifyWrite(call, StateName(state));
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>
@@ -94,6 +108,9 @@ public sealed partial class NbdHandle
                 return 0;
         }
     }
+
+    /// <summary>The first unexpected exception the reader turned into a dead connection (a bug of ours), for the fuzzing harness.</summary>
+    internal Exception? InternalError => _engine?.InternalError;
 
     /// <summary>A rough count of the bytes this handle holds (<c>nbd_get_handle_size</c>), for garbage-collected bindings.</summary>
     /// <returns>The estimate.</returns>

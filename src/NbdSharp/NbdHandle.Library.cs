@@ -63,8 +63,9 @@ public sealed partial class NbdHandle
     public static bool SupportsTls() => true;
 
     /// <summary>
-    /// The message of the most recent error on this thread (<c>nbd_get_error</c>), or null. Every
-    /// <see cref="NbdException"/> created on a thread becomes that thread's last error.
+    /// The message of the most recent error on this thread (<c>nbd_get_error</c>), or null: the last failure that left
+    /// a synchronous or aio call of a handle on this thread. A Task-based call reports its failure through its task
+    /// only.
     /// </summary>
     /// <returns>The message, or null.</returns>
     public static string? GetError() => t_lastError;
@@ -73,10 +74,15 @@ public sealed partial class NbdHandle
     /// <returns>The errno.</returns>
     public static int GetErrno() => t_lastErrno;
 
-    /// <summary>Records the thread's last error (called by <see cref="NbdException"/>).</summary>
-    internal static void RecordLastError(int errno, string message)
+    /// <summary>
+    /// Records <paramref name="failure"/> as the calling thread's last error, where it leaves a call of the handle.
+    /// Returns false, so that it serves as an exception filter that never catches:
+    /// <c>catch (NbdException e) when (Recorded(e)) { throw; }</c>.
+    /// </summary>
+    private static bool Recorded(NbdException failure)
     {
-        t_lastErrno = errno;
-        t_lastError = message;
+        t_lastErrno = failure.Errno;
+        t_lastError = failure.Message;
+        return false;
     }
 }

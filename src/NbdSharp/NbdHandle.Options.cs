@@ -272,7 +272,14 @@ public sealed partial class NbdHandle
     private T RunOption<T>(string call, bool requireFixed, OptionBody<T> body)
     {
         Negotiator negotiator = BeginOption(call, requireFixed);
-        return SyncPath.Result(OptionAsync(negotiator, body, async: false));
+        try
+        {
+            return SyncPath.Result(OptionAsync(negotiator, body, async: false));
+        }
+        catch (NbdException e) when (Recorded(e))
+        {
+            throw;
+        }
     }
 
     /// <summary>

@@ -29,7 +29,7 @@ public sealed partial class NbdHandle
             engine = _engine;
         }
         if (engine != null)
-            engine.RequestTimeout = value;
+            engine.SetRequestTimeout(value);
     }
 
     /// <summary>Beyond libnbd: the request timeout (<see cref="TimeSpan.Zero"/> when there is none).</summary>
@@ -144,16 +144,16 @@ public sealed partial class NbdHandle
         }
 
         /// <summary>The error a failure becomes: ETIMEDOUT after the deadline, ECANCELED after <see cref="Cancel"/>.</summary>
-        public NbdException? Translate(string call, Exception failure)
+        public NbdConnectionException? Translate(string call, Exception failure)
         {
             if (Fired)
             {
                 string detail = "connection timed out: the server did not complete the handshake within the connect timeout of " +
                                 CommandEngine.FormatSeconds(Timeout);
-                return new NbdException(Errno.ETIMEDOUT, NbdException.Format(call, detail, Errno.ETIMEDOUT), failure);
+                return new NbdConnectionException(Errno.ETIMEDOUT, NbdException.Format(call, detail, Errno.ETIMEDOUT), failure);
             }
             if (_handle._cancelled)
-                return new NbdException(Errno.ECANCELED, NbdException.Format(call, "the handle was cancelled", Errno.ECANCELED), failure);
+                return new NbdConnectionException(Errno.ECANCELED, NbdException.Format(call, "the handle was cancelled", Errno.ECANCELED), failure);
             return null;
         }
 

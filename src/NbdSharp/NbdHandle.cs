@@ -138,9 +138,28 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         return _engine!;
     }
 
-    /// <summary>Creates libnbd's error for <paramref name="call"/>: <c>call: detail: strerror(errno)</c>.</summary>
-    private static NbdException Error(string call, int errno, string detail) =>
-        new(errno, NbdException.Format(call, detail, errno));
+    /// <summary>
+    /// libnbd's error for <paramref name="call"/> (<c>call: detail: strerror(errno)</c>), recorded as the thread's last
+    /// error: the facade's checks run on the calling thread, before a call does anything, so this is where such a
+    /// failure leaves the call.
+    /// </summary>
+    private static NbdException Error(string call, int errno, string detail)
+    {
+        var error = new NbdException(errno, NbdException.Format(call, detail, errno));
+        Recorded(error);
+        return error;
+    }
+
+    /// <summary>The error of <paramref name="call"/> on a connection that ended as <paramref name="end"/> says, recorded as <see cref="Error"/>.</summary>
+    private static NbdConnectionException ConnectionError(string call, ConnectionEnd end)
+    {
+        string message = NbdException.Format(call, end.Reason, end.Errno);
+        NbdConnectionException error = end.ProtocolViolation
+            ? new NbdProtocolException(end.Errno, message)
+            : new NbdConnectionException(end.Errno, message);
+        Recorded(error);
+        return error;
+    }
 
     [DoesNotReturn]
     private static void Throw(string call, int errno, string detail) => throw Error(call, errno, detail);

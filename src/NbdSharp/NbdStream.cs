@@ -145,7 +145,7 @@ public sealed class NbdStream : Stream
             if (IsAligned(at, n))
                 await _handle.PreadAsync(buffer.Slice(done, n), (ulong)at, CmdFlag.None, cancellationToken).ConfigureAwait(false);
             else
-                n = ReadUnaligned(buffer.Span.Slice(done, UnalignedChunk(n, at)), at);
+                n = await ReadUnalignedAsync(buffer.Slice(done, UnalignedChunk(n, at)), at, cancellationToken).ConfigureAwait(false);
             done += n;
         }
         _position += done;
@@ -196,7 +196,7 @@ public sealed class NbdStream : Stream
             if (IsAligned(at, n))
                 await _handle.PwriteAsync(buffer.Slice(done, n), (ulong)at, CmdFlag.None, cancellationToken).ConfigureAwait(false);
             else
-                n = WriteUnaligned(buffer.Span.Slice(done, UnalignedChunk(n, at)), at);
+                n = await WriteUnalignedAsync(buffer.Slice(done, UnalignedChunk(n, at)), at, cancellationToken).ConfigureAwait(false);
             done += n;
         }
         _position += done;
@@ -260,6 +260,41 @@ public sealed class NbdStream : Stream
             _handle.Pread(bounce.AsSpan(0, span), (ulong)start);
             source[..n].CopyTo(bounce.AsSpan(skip));
             _handle.Pwrite(bounce.AsSpan(0, span), (ulong)start);
+            return n;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bounce);
+        }
+    }
+
+    /// <summary>The Task-based <see cref="ReadUnaligned"/>: never blocks the caller's thread.</summary>
+    private async ValueTask<int> ReadUnalignedAsync(Memory<byte> destination, long at, CancellationToken cancellationToken)
+    {
+        (long start, int skip, int span, int n) = Window(at, destination.Length);
+        byte[] bounce = ArrayPool<byte>.Shared.Rent(span);
+        try
+        {
+            await _handle.PreadAsync(bounce.AsMemory(0, span), (ulong)start, CmdFlag.None, cancellationToken).ConfigureAwait(false);
+            bounce.AsMemory(skip, n).CopyTo(destination);
+            return n;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bounce);
+        }
+    }
+
+    /// <summary>The Task-based <see cref="WriteUnaligned"/>: never blocks the caller's thread.</summary>
+    private async ValueTask<int> WriteUnalignedAsync(ReadOnlyMemory<byte> source, long at, CancellationToken cancellationToken)
+    {
+        (long start, int skip, int span, int n) = Window(at, source.Length);
+        byte[] bounce = ArrayPool<byte>.Shared.Rent(span);
+        try
+        {
+            await _handle.PreadAsync(bounce.AsMemory(0, span), (ulong)start, CmdFlag.None, cancellationToken).ConfigureAwait(false);
+            source[..n].CopyTo(bounce.AsMemory(skip));
+            await _handle.PwriteAsync(bounce.AsMemory(0, span), (ulong)start, CmdFlag.None, cancellationToken).ConfigureAwait(false);
             return n;
         }
         finally

@@ -176,7 +176,7 @@ public sealed class NbdUri
                 error = "unable to parse URI: " + uri;
                 return false;
             }
-            if (!TryDecode(authority[..at], out user))
+            if (!PercentDecoding.TryDecode(authority[..at], out user))
             {
                 error = "unable to parse URI: invalid percent-encoding in the user name: " + uri;
                 return false;
@@ -223,7 +223,7 @@ public sealed class NbdUri
                     error = "unable to parse URI: invalid host name: " + uri;
                     return false;
                 }
-                if (!TryDecode(hostText, out host))
+                if (!PercentDecoding.TryDecode(hostText, out host))
                 {
                     error = "unable to parse URI: invalid percent-encoding in the host: " + uri;
                     return false;
@@ -243,7 +243,7 @@ public sealed class NbdUri
         string exportName = "";
         if (path.Length > 0)
         {
-            if (!TryDecode(path[1..], out string? decodedPath))
+            if (!PercentDecoding.TryDecode(path[1..], out string? decodedPath))
             {
                 error = "unable to parse URI: invalid percent-encoding in the export name: " + uri;
                 return false;
@@ -259,7 +259,7 @@ public sealed class NbdUri
             int equals = parameter.IndexOf('=', StringComparison.Ordinal);
             string name = equals >= 0 ? parameter[..equals] : parameter;
             string value = equals >= 0 ? parameter[(equals + 1)..] : "";
-            if (!TryDecode(name, out string? decodedName) || !TryDecode(value, out string? decodedValue))
+            if (!PercentDecoding.TryDecode(name, out string? decodedName) || !PercentDecoding.TryDecode(value, out string? decodedValue))
             {
                 error = "unable to parse URI queries: " + queryText;
                 return false;
@@ -310,38 +310,6 @@ public sealed class NbdUri
             if (!ok)
                 return false;
         }
-        return true;
-    }
-
-    /// <summary>Decodes %XX escapes (as UTF-8); false on a malformed escape.</summary>
-    private static bool TryDecode(string text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? decoded)
-    {
-        if (!text.Contains('%', StringComparison.Ordinal))
-        {
-            decoded = text;
-            return true;
-        }
-        decoded = null;
-        var bytes = new List<byte>(text.Length);
-        int plainStart = 0;
-        for (int i = 0; i <= text.Length; i++)
-        {
-            if (i < text.Length && text[i] != '%')
-                continue;
-            bytes.AddRange(Encoding.UTF8.GetBytes(text[plainStart..i]));
-            if (i == text.Length)
-                break;
-#if FUZZ_CANARY
-            if (FuzzCanary.Uri && i + 1 < text.Length && char.IsAsciiHexDigit(text[i + 1]) && !char.IsAsciiHexDigit(text[i + 2]))
-                return false;
-#endif
-            if (i + 2 >= text.Length || !char.IsAsciiHexDigit(text[i + 1]) || !char.IsAsciiHexDigit(text[i + 2]))
-                return false;
-            bytes.Add(byte.Parse(text.AsSpan(i + 1, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
-            i += 2;
-            plainStart = i + 1;
-        }
-        decoded = Encoding.UTF8.GetString(bytes.ToArray());
         return true;
     }
 

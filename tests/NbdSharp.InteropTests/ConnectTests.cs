@@ -46,7 +46,7 @@ public class ConnectTests
     {
         int port = Peers.FreePort();
         using var h = new NbdHandle();
-        var e = Assert.Throws<NbdException>(() => h.ConnectUri($"nbd://127.0.0.1:{port}/"));
+        var e = Assert.Throws<NbdConnectionException>(() => h.ConnectUri($"nbd://127.0.0.1:{port}/"));
         Assert.Equal(Errno.ECONNREFUSED, e.Errno);
         Assert.StartsWith("nbd_connect_uri: connect: 127.0.0.1:", e.Message, StringComparison.Ordinal);
     }

@@ -143,7 +143,7 @@ public class TimeoutTests
         h.SetConnectTimeout(TimeSpan.FromMilliseconds(500));
         Assert.Equal(TimeSpan.FromMilliseconds(500), h.GetConnectTimeout());
         var clock = Stopwatch.StartNew();
-        var e = Assert.Throws<NbdException>(() => h.ConnectUri(server.Uri));
+        var e = Assert.Throws<NbdConnectionException>(() => h.ConnectUri(server.Uri));
         Assert.Equal(Errno.ETIMEDOUT, e.Errno);
         Assert.Contains("connect timeout of 0.5 s", e.Message, StringComparison.Ordinal);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed}");
@@ -163,7 +163,7 @@ public class TimeoutTests
         b.SetConnectTimeout(TimeSpan.FromMilliseconds(500));
         b.AioConnectUri(server.Uri);
         var clock = Stopwatch.StartNew();
-        var polled = Assert.Throws<NbdException>(() =>
+        var polled = Assert.Throws<NbdConnectionException>(() =>
         {
             while (b.AioIsConnecting() && clock.Elapsed < TimeSpan.FromSeconds(10))
                 b.Poll(100);
@@ -188,7 +188,7 @@ public class TimeoutTests
         h.SetConnectTimeout(TimeSpan.FromMilliseconds(500));
         h.ConnectUri(server.Uri);
         Assert.True(h.AioIsNegotiating());
-        var e = Assert.Throws<NbdException>(() => h.OptList((_, _) => 0));
+        var e = Assert.Throws<NbdConnectionException>(() => h.OptList((_, _) => 0));
         Assert.Equal(Errno.ETIMEDOUT, e.Errno);
         Assert.True(h.AioIsDead());
     }

@@ -37,7 +37,7 @@ public sealed class TlsAttackTests : IDisposable
         using (var h = new NbdHandle())
         {
             h.SetTls(TlsMode.Require);
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EACCES, e.Errno);
             Assert.True(h.AioIsDead());
         }
@@ -47,10 +47,10 @@ public sealed class TlsAttackTests : IDisposable
         using (var h = new NbdHandle())
         {
             h.SetTls(TlsMode.Require);
-            Assert.Equal(Errno.EACCES, Assert.Throws<NbdException>(() => h.ConnectTcp("localhost", port.ToString(System.Globalization.CultureInfo.InvariantCulture))).Errno);
+            Assert.Equal(Errno.EACCES, Assert.Throws<NbdConnectionException>(() => h.ConnectTcp("localhost", port.ToString(System.Globalization.CultureInfo.InvariantCulture))).Errno);
         }
         using (var h = new NbdHandle())
-            Assert.Equal(Errno.EACCES, Assert.Throws<NbdException>(() => h.ConnectUri($"nbds://localhost:{port}/")).Errno);
+            Assert.Equal(Errno.EACCES, Assert.Throws<NbdConnectionException>(() => h.ConnectUri($"nbds://localhost:{port}/")).Errno);
     }
 
     [Fact]
@@ -61,7 +61,7 @@ public sealed class TlsAttackTests : IDisposable
         using var h = new NbdHandle();
         h.SetTls(TlsMode.Require);
         h.SetTlsCertificates(_files.WrongAuthorityDirectory);
-        Assert.Equal(Errno.EACCES, Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket)).Errno);
+        Assert.Equal(Errno.EACCES, Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket)).Errno);
         AssertNoExportOpened(log);
     }
 
@@ -91,7 +91,7 @@ public sealed class TlsAttackTests : IDisposable
                 Assert.Equal(8L << 20, h.GetSize());
                 return;
             }
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EACCES, e.Errno);
             Assert.Contains(name == "expired" ? "\"CN=localhost\" has expired: it is valid from" : "\"CN=localhost\" is not valid yet: it is valid from",
                 e.Message, StringComparison.Ordinal);
@@ -106,7 +106,7 @@ public sealed class TlsAttackTests : IDisposable
         using ServerProcess server = Peers.Nbdkit("--oldstyle", "memory", "1M");
         using var h = new NbdHandle();
         h.SetTls(TlsMode.Require);
-        NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+        NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
         Assert.Equal(Errno.ENOTSUP, e.Errno);
         Assert.Contains("oldstyle", e.Message, StringComparison.Ordinal);
     }
@@ -144,7 +144,7 @@ public sealed class TlsAttackTests : IDisposable
         using (var h = new NbdHandle())
         {
             h.SetTls(TlsMode.Require);
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUri(server.Uri));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUri(server.Uri));
             Assert.Equal(Errno.ENOTSUP, e.Errno);
             Assert.Contains("server refused TLS", e.Message, StringComparison.Ordinal);
         }
@@ -215,7 +215,7 @@ public sealed class TlsAttackTests : IDisposable
         h.SetTls(TlsMode.Require);
         h.SetTlsPskFile(file);
         h.SetTlsUsername(user);
-        NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+        NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
         Assert.Equal(Errno.EINVAL, e.Errno);
         Assert.Contains(file, e.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("\n", e.Message.TrimEnd(), StringComparison.Ordinal);

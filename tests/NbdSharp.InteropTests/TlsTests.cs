@@ -88,7 +88,7 @@ public sealed class TlsTests : IDisposable
         using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
             h.SetTlsHostname("nbd.example.com");
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectTcp("127.0.0.1", portText));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectTcp("127.0.0.1", portText));
             Assert.Equal(Errno.EACCES, e.Errno);
             Assert.Contains("nbd.example.com", e.Message, StringComparison.Ordinal);
             Assert.True(h.AioIsDead());
@@ -102,7 +102,7 @@ public sealed class TlsTests : IDisposable
         // libnbd 1.14 accepts this over a Unix socket (CVE-2024-7383); we verify the chain whatever the transport.
         using (NbdHandle h = X509Client(_files.WrongAuthorityDirectory))
         {
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EACCES, e.Errno);
             Assert.Contains("verification failed", e.Message, StringComparison.Ordinal);
             Assert.StartsWith("nbd_connect_unix: ", e.Message, StringComparison.Ordinal);
@@ -111,7 +111,7 @@ public sealed class TlsTests : IDisposable
         using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
             h.SetTlsHostname("wrong.example");
-            Assert.Equal(Errno.EACCES, Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket)).Errno);
+            Assert.Equal(Errno.EACCES, Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket)).Errno);
         }
         using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
@@ -135,7 +135,7 @@ public sealed class TlsTests : IDisposable
     {
         using ServerProcess server = X509Server();
         using NbdHandle h = X509Client(_files.RevokingDirectory());
-        NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+        NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
         Assert.Equal(Errno.EACCES, e.Errno);
         Assert.Contains("revoked", e.Message, StringComparison.Ordinal);
     }
@@ -152,7 +152,7 @@ public sealed class TlsTests : IDisposable
         }
         using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
-            NbdException e = Assert.Throws<NbdException>(() =>
+            NbdException e = Assert.Throws<NbdConnectionException>(() =>
             {
                 h.ConnectUnix(server.Socket);
                 // TLS 1.3 lets the server reject the client's (missing) certificate after the client finished.
@@ -169,7 +169,7 @@ public sealed class TlsTests : IDisposable
         using (var h = new NbdHandle())
         {
             h.SetTls(TlsMode.Require);
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(plain.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(plain.Socket));
             Assert.Equal(Errno.ENOTSUP, e.Errno);
             Assert.Contains("server refused TLS", e.Message, StringComparison.Ordinal);
             Assert.True(h.AioIsDead());
@@ -224,7 +224,7 @@ public sealed class TlsTests : IDisposable
         File.WriteAllText(wrong, "alice:" + new string('0', 64) + "\n");
         using (NbdHandle h = PskClient(wrong))
         {
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
             // nbdkit (GnuTLS) hangs up rather than sending an alert: we say so, and which user's key to check.
             Assert.True(e.Errno is Errno.EACCES or Errno.ECONNRESET, e.ToString());
             Assert.Contains("user 'alice'", e.Message, StringComparison.Ordinal);
@@ -232,13 +232,13 @@ public sealed class TlsTests : IDisposable
         }
         using (NbdHandle h = PskClient(_files.PskFile, "mallory"))
         {
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EINVAL, e.Errno);
             Assert.Contains("username mallory was not found in PSK file", e.Message, StringComparison.Ordinal);
         }
         using (NbdHandle h = PskClient(_files.File("no-such.psk")))
         {
-            Assert.Equal(Errno.ENOENT, Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket)).Errno);
+            Assert.Equal(Errno.ENOENT, Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket)).Errno);
         }
     }
 
@@ -342,7 +342,7 @@ public sealed class TlsTests : IDisposable
         using (NbdHandle h = X509Client(_files.TrustOnlyDirectory))
         {
             h.SetTlsPriority("BOGUS");
-            NbdException e = Assert.Throws<NbdException>(() => h.ConnectUnix(server.Socket));
+            NbdException e = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix(server.Socket));
             Assert.Equal(Errno.EINVAL, e.Errno);
             Assert.Contains("BOGUS", e.Message, StringComparison.Ordinal);
         }

@@ -134,7 +134,7 @@ public class TransportTests
         Task read = h.PreadAsync(new byte[512], 0).AsTask();
         await Task.Delay(100);
         h.KillSubprocess(9);
-        var e = await Assert.ThrowsAsync<NbdProtocolException>(() => read.WaitAsync(TimeSpan.FromSeconds(10)));
+        var e = await Assert.ThrowsAsync<NbdConnectionException>(() => read.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal(Errno.ENOTCONN, e.Errno);
         Assert.True(h.AioIsDead());
     }
@@ -201,7 +201,7 @@ public class TransportTests
     public void AioConnect_ImmediateFailure_FailsTheCall()
     {
         using var h = new NbdHandle();
-        Assert.Equal(Errno.ENOENT, Assert.Throws<NbdException>(() => h.AioConnectUnix("/nonexistent/nbd.sock")).Errno);
+        Assert.Equal(Errno.ENOENT, Assert.Throws<NbdConnectionException>(() => h.AioConnectUnix("/nonexistent/nbd.sock")).Errno);
         Assert.True(h.AioIsDead());
         Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.AioConnectUnix("/x")).Errno);
     }

@@ -1,6 +1,6 @@
 using System;
 using System.Collections.Generic;
-using NbdSharp.Engine;
+using NbdSharp.Protocol;
 using Xunit;
 
 namespace NbdSharp.Tests;

@@ -91,7 +91,7 @@ public class EngineTests
             return 1;
         });
         h.Dispose();
-        var failure = await Assert.ThrowsAsync<NbdProtocolException>(() => read.WaitAsync(Scripted.Deadline));
+        var failure = await Assert.ThrowsAsync<NbdConnectionException>(() => read.WaitAsync(Scripted.Deadline));
         Assert.Equal(Errno.ENOTCONN, failure.Errno);
         Assert.Equal(1, calls);
         Assert.Equal(Errno.ENOTCONN, error);
@@ -210,7 +210,7 @@ public class EngineTests
         Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.AioCommandCompleted(1)).Errno);
         Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.Poll(0)).Errno);
         Assert.Equal(Errno.ENOTCONN, Assert.Throws<NbdException>(() => h.AioInFlight()).Errno);
-        var failure = Assert.Throws<NbdException>(() => h.ConnectUnix("/nonexistent/nbd.sock"));
+        var failure = Assert.Throws<NbdConnectionException>(() => h.ConnectUnix("/nonexistent/nbd.sock"));
         Assert.Equal(Errno.ENOENT, failure.Errno);
         Assert.True(h.AioIsDead());
         Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.ConnectUnix("/nonexistent/nbd.sock")).Errno);

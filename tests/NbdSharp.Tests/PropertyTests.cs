@@ -1,7 +1,6 @@
 using System;
 using System.Collections.Generic;
 using CsCheck;
-using NbdSharp.Engine;
 using NbdSharp.Fuzzing;
 using NbdSharp.Protocol;
 using Xunit;
@@ -173,7 +172,7 @@ public class PropertyTests
             byte[] chunk = new ServerScript().BlockStatus(wide, 1, true, 0, context, extents).ToArray();
             int header = wide ? ExtendedReplyHeader.Size : StructuredReplyHeader.Size;
             ReadOnlySpan<byte> payload = chunk.AsSpan(header);
-            Assert.True(BlockStatusChunk.IsValidLength(wide, (ulong)payload.Length));
+            Assert.Equal(extents.Count, BlockStatusLayout.DescriptorCount(wide, (ulong)payload.Length));
             Assert.Equal(context, BlockStatusChunk.ReadContextId(payload));
             int prefix = wide ? BlockStatusChunk.WidePrefixSize : BlockStatusChunk.NarrowPrefixSize;
             int descriptor = wide ? BlockStatusChunk.WideDescriptorSize : BlockStatusChunk.NarrowDescriptorSize;
@@ -191,8 +190,8 @@ public class PropertyTests
         Gen.Select(Gen.ULong[0, 1000], Gen.Bool).Sample((length, wide) =>
         {
             ulong prefix = wide ? 8UL : 4UL, descriptor = wide ? 16UL : 8UL;
-            bool expected = length > prefix && (length - prefix) % descriptor == 0;
-            Assert.Equal(expected, BlockStatusChunk.IsValidLength(wide, length));
+            int expected = length > prefix && (length - prefix) % descriptor == 0 ? (int)((length - prefix) / descriptor) : -1;
+            Assert.Equal(expected, BlockStatusLayout.DescriptorCount(wide, length));
         }, iter: Iterations);
 
     /// <summary>

@@ -21,5 +21,5 @@ internal static class CopyFailure
         what + " at offset " + offset.ToString(CultureInfo.InvariantCulture) + " failed: " + reason;
 
     /// <summary>When the connection itself failed, what happened to it (libnbd's strerror alone would hide it).</summary>
-    private static string DetailOf(NbdException e) => e is NbdProtocolException ? " (" + e.Message + ")" : "";
+    private static string DetailOf(NbdException e) => e is NbdConnectionException ? " (" + e.Message + ")" : "";
 }

@@ -24,8 +24,10 @@ internal enum FailureKind : byte
     None,
     /// <summary>The server replied with an error.</summary>
     Server,
-    /// <summary>The connection died (protocol violation, disconnect, transport error).</summary>
+    /// <summary>The connection died (disconnect, transport error, timeout, cancel, close).</summary>
     Connection,
+    /// <summary>The connection died because the server broke the protocol.</summary>
+    Protocol,
     /// <summary>A user callback asked for the failure.</summary>
     Callback,
 }
@@ -59,7 +61,7 @@ internal sealed unsafe class Command : IValueTaskSource
     /// <summary>When the command was issued (<see cref="System.Diagnostics.Stopwatch"/> ticks), for the request timeout.</summary>
     public long IssuedAt;
     public NbdCommand Type;
-    public ushort WireFlags;
+    public CommandFlags WireFlags;
     public ulong Offset;
     public ulong Count;
 
@@ -140,7 +142,8 @@ internal sealed unsafe class Command : IValueTaskSource
         return Failure switch
         {
             FailureKind.Server => new NbdServerException(Error, message),
-            FailureKind.Connection => new NbdProtocolException(Error, message),
+            FailureKind.Connection => new NbdConnectionException(Error, message),
+            FailureKind.Protocol => new NbdProtocolException(Error, message),
             _ => new NbdException(Error, message),
         };
     }
@@ -150,7 +153,7 @@ internal sealed unsafe class Command : IValueTaskSource
     {
         Cookie = 0;
         Type = NbdCommand.Read;
-        WireFlags = 0;
+        WireFlags = CommandFlags.None;
         Offset = 0;
         Count = 0;
         Data = null;

@@ -1,9 +1,7 @@
 using System;
-using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Generic;
 using System.Globalization;
-using System.Text;
 using System.Threading;
 using NbdSharp.Protocol;
 using NbdSharp.Transport;
@@ -13,57 +11,23 @@ namespace NbdSharp.Engine;
 /// <summary>The reply reader: frames replies, checks every server length against the request, moves payloads.</summary>
 internal sealed unsafe partial class CommandEngine
 {
-    private const int ReceiveBufferSize = 256 * 1024;
-
-    /// <summary>Payload remainders at least this large are received straight into the caller's memory.</summary>
-    private const int DirectReceiveThreshold = 32 * 1024;
-
     /// <summary>libnbd's bound: the largest read we ask for plus its offset prefix; anything longer kills the connection.</summary>
     private const ulong MaxChunkLength = NbdProtocol.MaxRequestSize + OffsetDataChunk.PrefixSize;
 
-    private const int InitialStatusBufferSize = 4096;
-
     private readonly IReadOnlyDictionary<uint, string> _metaContexts;
-    /// <summary>Rented from the shared pool (a connection costs no large allocation) and returned on dispose.</summary>
-    private byte[] _receiveBuffer = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
-    private int _receiveStart;
-    private int _receiveEnd;
-    private byte[] _statusBuffer = [];
-    private uint[] _narrowEntries = [];
-    private NbdExtent[] _wideEntries = [];
+    private readonly ReceiveBuffer _input;
     private volatile bool _midReply;
-    private long _bytesReceived;
     private long _chunksReceived;
+    private Exception? _internalError;
 
-    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
+    public long BytesReceived => _input.BytesReceived;
     public long ChunksReceived => Interlocked.Read(ref _chunksReceived);
 
-    private bool HasBufferedData => _receiveEnd > _receiveStart;
-
-    /// <summary>Whether a whole reply header is already buffered (so reading it will not block).</summary>
-    private bool HasBufferedMessage
-    {
-        get
-        {
-            int available = _receiveEnd - _receiveStart;
-            if (available < 4)
-                return false;
-            int size = BinaryPrimitives.ReadUInt32BigEndian(_receiveBuffer.AsSpan(_receiveStart)) switch
-            {
-                NbdMagic.SimpleReply => SimpleReplyHeader.Size,
-                NbdMagic.StructuredReply => StructuredReplyHeader.Size,
-                NbdMagic.ExtendedReply => ExtendedReplyHeader.Size,
-                _ => 4,
-            };
-            return available >= size;
-        }
-    }
-
     /// <summary>
-    /// Sees every unexpected exception the reader turned into a dead connection: a bug of ours, which the
-    /// fuzzing harness and the hostile-server tests report rather than let pass as a protocol error.
+    /// The first unexpected exception the reader turned into a dead connection: a bug of ours, which the fuzzing
+    /// harness reports rather than let pass as a protocol error.
     /// </summary>
-    internal static Action<Exception>? InternalErrorObserver { get; set; }
+    public Exception? InternalError => Volatile.Read(ref _internalError);
 
     /// <summary>
     /// One step of the reader role: reads and processes one reply or chunk. Returns false when the connection
@@ -82,7 +46,7 @@ internal sealed unsafe partial class CommandEngine
         }
         catch (ProtocolViolation violation)
         {
-            Break(Errno.EPROTO, violation.Message);
+            Break(Errno.EPROTO, violation.Message, protocolViolation: true);
         }
         catch (TransportException failure)
         {
@@ -92,7 +56,7 @@ internal sealed unsafe partial class CommandEngine
         catch (Exception unexpected)
 #pragma warning restore CA1031
         {
-            InternalErrorObserver?.Invoke(unexpected);
+            Interlocked.CompareExchange(ref _internalError, unexpected, null);
             Break(Errno.EIO, "internal error while reading a reply: " + unexpected.Message);
         }
         FailAll();
@@ -102,36 +66,38 @@ internal sealed unsafe partial class CommandEngine
     /// <summary>Reads one reply or chunk. Returns false at a clean end of stream.</summary>
     private bool ProcessOne()
     {
-        if (!FillAtLeast(4, atMessageBoundary: true))
+        if (!_input.FillAtLeast(4, atMessageBoundary: true))
             return OnEndOfStream();
-        uint magic = BinaryPrimitives.ReadUInt32BigEndian(_receiveBuffer.AsSpan(_receiveStart));
-        int size = HeaderSize(magic);
-        FillAtLeast(size);
+        uint magic = BinaryPrimitives.ReadUInt32BigEndian(_input.Available);
+        if (ReplyFraming.CheckMagic(magic, StructuredReplies, ExtendedHeaders) is { } wrong)
+            throw Violation(wrong);
+        int size = ReplyFraming.HeaderSize(magic);
+        _input.FillAtLeast(size);
         _midReply = true;
         try
         {
-            ReadOnlySpan<byte> header = _receiveBuffer.AsSpan(_receiveStart, size);
+            ReadOnlySpan<byte> header = _input.Available[..size];
             Interlocked.Increment(ref _chunksReceived);
             switch (magic)
             {
                 case NbdMagic.SimpleReply:
                 {
                     SimpleReplyHeader.TryRead(header, out SimpleReplyHeader simple);
-                    _receiveStart += size;
+                    _input.Consume(size);
                     HandleSimpleReply(Lookup(simple.Cookie), simple.Error);
                     break;
                 }
                 case NbdMagic.StructuredReply:
                 {
                     StructuredReplyHeader.TryRead(header, out StructuredReplyHeader chunk);
-                    _receiveStart += size;
+                    _input.Consume(size);
                     HandleChunk(Lookup(chunk.Cookie), chunk.Flags, chunk.Type, chunk.Length);
                     break;
                 }
                 default:
                 {
                     ExtendedReplyHeader.TryRead(header, out ExtendedReplyHeader chunk);
-                    _receiveStart += size;
+                    _input.Consume(size);
                     Command cmd = Lookup(chunk.Cookie);
                     if (chunk.Offset != cmd.Offset)
                         throw Violation($"server replied to the {Name(cmd)} command at offset {cmd.Offset} with a chunk for offset {chunk.Offset}");
@@ -145,23 +111,6 @@ internal sealed unsafe partial class CommandEngine
             _midReply = false;
         }
         return true;
-    }
-
-    private int HeaderSize(uint magic)
-    {
-        switch (magic)
-        {
-            case NbdMagic.SimpleReply when !ExtendedHeaders:
-                return SimpleReplyHeader.Size;
-            case NbdMagic.StructuredReply when StructuredReplies && !ExtendedHeaders:
-                return StructuredReplyHeader.Size;
-            case NbdMagic.ExtendedReply when ExtendedHeaders:
-                return ExtendedReplyHeader.Size;
-            case NbdMagic.StructuredReply when !StructuredReplies:
-                throw Violation("server sent a structured reply, which was not negotiated");
-            default:
-                throw Violation("invalid or unexpected reply magic 0x" + magic.ToString("x8", CultureInfo.InvariantCulture));
-        }
     }
 
     private Command Lookup(ulong cookie)
@@ -186,8 +135,7 @@ internal sealed unsafe partial class CommandEngine
             if (inFlight == 0 && _state == EngineState.Ready)
             {
                 _state = EngineState.Closed;
-                _watchdog?.Dispose();
-                _watchdog = null;
+                _watchdog.Dispose();
             }
         }
         if (inFlight > 0)
@@ -212,7 +160,7 @@ internal sealed unsafe partial class CommandEngine
                 _log.Write("nbd_internal", "server sent unexpected simple reply for read");
             cmd.SetError(Errno.EPROTO, FailureKind.Server, "server sent a simple reply to a read although structured replies were negotiated");
             if (error == 0)
-                Skip(cmd.Count);
+                _input.Skip(cmd.Count);
         }
         else if (error != 0)
         {
@@ -285,9 +233,9 @@ internal sealed unsafe partial class CommandEngine
             throw Violation($"server sent a data chunk in reply to a {Name(cmd)} command");
         if (length < OffsetDataChunk.PrefixSize)
             throw Violation($"server sent a data chunk of invalid length {length}");
-        FillAtLeast(OffsetDataChunk.PrefixSize);
-        ulong offset = OffsetDataChunk.ReadOffset(_receiveBuffer.AsSpan(_receiveStart));
-        _receiveStart += OffsetDataChunk.PrefixSize;
+        _input.FillAtLeast(OffsetDataChunk.PrefixSize);
+        ulong offset = OffsetDataChunk.ReadOffset(_input.Available);
+        _input.Consume(OffsetDataChunk.PrefixSize);
         ulong dataLength = length - OffsetDataChunk.PrefixSize;
         CheckContentChunk(cmd, offset, dataLength);
         bool deliver = BeginPayload(cmd);
@@ -309,9 +257,9 @@ internal sealed unsafe partial class CommandEngine
             throw Violation($"server sent a hole chunk in reply to a {Name(cmd)} command");
         if (length != OffsetHoleChunk.Size)
             throw Violation($"server sent a hole chunk of invalid length {length}");
-        FillAtLeast(OffsetHoleChunk.Size);
-        OffsetHoleChunk hole = OffsetHoleChunk.Read(_receiveBuffer.AsSpan(_receiveStart));
-        _receiveStart += OffsetHoleChunk.Size;
+        _input.FillAtLeast(OffsetHoleChunk.Size);
+        OffsetHoleChunk hole = OffsetHoleChunk.Read(_input.Available);
+        _input.Consume(OffsetHoleChunk.Size);
         // proto.md: the hole size must be non-zero.
         if (hole.Length == 0)
             throw Violation($"server sent a zero-length hole at offset {hole.Offset}");
@@ -333,30 +281,17 @@ internal sealed unsafe partial class CommandEngine
     }
 
     /// <summary>
-    /// A data or hole chunk must lie inside the request (checked without overflow: the 2019 libnbd RCE was
-    /// an offset that wrapped), must not overlap earlier chunks, and must be the only one under DF.
+    /// A data or hole chunk must lie inside the request (<see cref="ContentChunkBounds"/>), must not overlap earlier
+    /// chunks (<see cref="Coverage"/>), and must be the only one under DF.
     /// </summary>
     private static void CheckContentChunk(Command cmd, ulong offset, ulong length)
     {
-#if FUZZ_CANARY
-        // The planted bug: a chunk that starts inside its request but runs up to 64 bytes past its end is
-        // accepted (and delivered: a hole to the chunk callback, data into the bytes after the buffer).
-        if (FuzzCanary.Reply && offset >= cmd.Offset && offset - cmd.Offset < cmd.Count)
-        {
-            ulong room = cmd.Count - (offset - cmd.Offset);
-            if (length > room && length - room <= 64)
-            {
-                cmd.ContentChunks++;
-                return;
-            }
-        }
-#endif
-        if (offset < cmd.Offset || offset - cmd.Offset >= cmd.Count || length > cmd.Count - (offset - cmd.Offset))
+        if (!ContentChunkBounds.IsInsideRequest(cmd.Offset, cmd.Count, offset, length))
         {
             throw Violation($"range of structured reply is out of bounds, offset={offset}, cmd->offset={cmd.Offset}, " +
                             $"length={length}, cmd->count={cmd.Count}: this is likely to be a bug in the NBD server");
         }
-        if ((cmd.WireFlags & (ushort)CmdFlag.Df) != 0 && cmd.ContentChunks > 0)
+        if ((cmd.WireFlags & CommandFlags.Df) != 0 && cmd.ContentChunks > 0)
             throw Violation("server sent more than one chunk for a read with the DF flag");
         cmd.ContentChunks++;
         if (!cmd.Coverage.TryAdd(offset - cmd.Offset, length))
@@ -371,9 +306,9 @@ internal sealed unsafe partial class CommandEngine
     {
         if (length < ErrorChunkPrefix.Size)
             throw Violation($"server sent an error chunk of invalid length {length}");
-        FillAtLeast(ErrorChunkPrefix.Size);
-        ErrorChunkPrefix prefix = ErrorChunkPrefix.Read(_receiveBuffer.AsSpan(_receiveStart));
-        _receiveStart += ErrorChunkPrefix.Size;
+        _input.FillAtLeast(ErrorChunkPrefix.Size);
+        ErrorChunkPrefix prefix = ErrorChunkPrefix.Read(_input.Available);
+        _input.Consume(ErrorChunkPrefix.Size);
         ulong rest = length - ErrorChunkPrefix.Size;
         if (prefix.MessageLength > rest || prefix.MessageLength > NbdProtocol.MaxString)
             throw Violation($"error message length {prefix.MessageLength} too large for an error chunk of length {length}");
@@ -386,10 +321,10 @@ internal sealed unsafe partial class CommandEngine
         {
             if (rest != ErrorChunkPrefix.OffsetSize)
                 throw Violation($"server sent an NBD_REPLY_TYPE_ERROR_OFFSET chunk of invalid length {length}");
-            FillAtLeast(ErrorChunkPrefix.OffsetSize);
-            ulong offset = BinaryPrimitives.ReadUInt64BigEndian(_receiveBuffer.AsSpan(_receiveStart));
-            _receiveStart += ErrorChunkPrefix.OffsetSize;
-            if (offset < cmd.Offset || offset - cmd.Offset >= cmd.Count)
+            _input.FillAtLeast(ErrorChunkPrefix.OffsetSize);
+            ulong offset = BinaryPrimitives.ReadUInt64BigEndian(_input.Available);
+            _input.Consume(ErrorChunkPrefix.OffsetSize);
+            if (!ContentChunkBounds.IsInsideRequest(cmd.Offset, cmd.Count, offset, 0))
                 throw Violation($"server sent an error offset {offset} outside the request (offset {cmd.Offset}, count {cmd.Count})");
             if (cmd.Type == NbdCommand.Read && cmd.Chunk != null)
             {
@@ -409,7 +344,7 @@ internal sealed unsafe partial class CommandEngine
         {
             // NBD_REPLY_TYPE_ERROR with trailing bytes, or an error type we do not know: the error value is
             // all that matters (proto.md), the rest is skipped.
-            Skip(rest);
+            _input.Skip(rest);
         }
         string detail = message.Length == 0
             ? Name(cmd) + ": command failed"
@@ -417,138 +352,14 @@ internal sealed unsafe partial class CommandEngine
         cmd.SetError(errno, FailureKind.Server, detail);
     }
 
-    /// <summary>Reads an error message (at most 4096 bytes), quoting anything unprintable as libnbd does.</summary>
+    /// <summary>Reads an error message (at most 4096 bytes), quoted as all server text is (<see cref="ServerText"/>).</summary>
     private string ReceiveMessage(int length)
     {
         if (length == 0)
             return "";
         Span<byte> raw = stackalloc byte[length];
-        fixed (byte* p = raw)
-            ReceiveInto(p, (ulong)length);
-        string text = Encoding.UTF8.GetString(raw);
-        StringBuilder? quoted = null;
-        for (int i = 0; i < text.Length; i++)
-        {
-            char c = text[i];
-            if (char.IsControl(c))
-            {
-                quoted ??= new StringBuilder(text, 0, i, text.Length + 16);
-                quoted.Append("\\x").Append(((int)c).ToString("x2", CultureInfo.InvariantCulture));
-            }
-            else
-            {
-                quoted?.Append(c);
-            }
-        }
-        return quoted?.ToString() ?? text;
-    }
-
-    private void HandleBlockStatus(Command cmd, bool wide, ulong length)
-    {
-        if (cmd.Type != NbdCommand.BlockStatus)
-            throw Violation($"server sent a block status chunk in reply to a {Name(cmd)} command");
-        if (wide != ExtendedHeaders)
-            throw Violation(wide
-                ? "server sent NBD_REPLY_TYPE_BLOCK_STATUS_EXT without extended headers"
-                : "server sent NBD_REPLY_TYPE_BLOCK_STATUS although extended headers were negotiated");
-        int prefix = wide ? BlockStatusChunk.WidePrefixSize : BlockStatusChunk.NarrowPrefixSize;
-        int descriptorSize = wide ? BlockStatusChunk.WideDescriptorSize : BlockStatusChunk.NarrowDescriptorSize;
-#if FUZZ_CANARY
-        bool canary = FuzzCanary.Client && length > (ulong)(prefix + descriptorSize) && length < 4096;
-        if (!canary && !BlockStatusChunk.IsValidLength(wide, length))
-#else
-        if (!BlockStatusChunk.IsValidLength(wide, length))
-#endif
-            throw Violation($"server sent a block status chunk of invalid length {length}");
-        ReadOnlySpan<byte> payload = ReceiveStatusPayload((int)length);
-        int count = (payload.Length - prefix) / descriptorSize;
-#if FUZZ_CANARY
-        if (canary)
-            count = (payload.Length - prefix + descriptorSize - 1) / descriptorSize;
-#endif
-        uint contextId = BlockStatusChunk.ReadContextId(payload);
-        if (wide && BlockStatusChunk.ReadDescriptorCount(payload) != (uint)count)
-            throw Violation("server sent a block status chunk whose descriptor count does not match its length");
-        if (!_metaContexts.TryGetValue(contextId, out string? context))
-            throw Violation($"server sent block status for metadata context id {contextId}, which was not negotiated");
-        cmd.StatusChunks++;
-        ReadOnlySpan<byte> descriptors = payload[prefix..];
-
-        // proto.md: every extent has a non-zero length; none may run past the end of the export.
-        ulong cap = cmd.Offset <= ExportSize ? ExportSize - cmd.Offset : 0;
-        ulong total = 0;
-        for (int i = 0; i < count; i++)
-        {
-            BlockStatusChunk.ReadDescriptor(descriptors[(i * descriptorSize)..], wide, out ulong extentLength, out _);
-            if (extentLength == 0)
-                throw Violation($"server sent a zero-length extent for {context} at index {i}");
-            if (extentLength > cap - total)
-                throw Violation($"server sent extents for {context} past the end of the export (size {ExportSize})");
-            total += extentLength;
-        }
-
-        bool deliver = BeginPayload(cmd);
-        try
-        {
-            if (deliver)
-                DeliverExtents(cmd, context, descriptors, count, wide);
-        }
-        finally
-        {
-            EndPayload(cmd);
-        }
-    }
-
-    private void DeliverExtents(Command cmd, string context, ReadOnlySpan<byte> descriptors, int count, bool wide)
-    {
-        int descriptorSize = wide ? BlockStatusChunk.WideDescriptorSize : BlockStatusChunk.NarrowDescriptorSize;
-        int error = cmd.Error;
-        int result = 0;
-        if (cmd.Extent64 != null)
-        {
-            if (_wideEntries.Length < count)
-                _wideEntries = new NbdExtent[Math.Max(count, _wideEntries.Length * 2)];
-            for (int i = 0; i < count; i++)
-            {
-                BlockStatusChunk.ReadDescriptor(descriptors[(i * descriptorSize)..], wide, out ulong length, out ulong flags);
-                _wideEntries[i] = new NbdExtent(length, flags);
-            }
-            result = Callbacks.InvokeExtent64(cmd.Extent64, context, cmd.Offset, _wideEntries.AsSpan(0, count), ref error);
-        }
-        else if (cmd.Extent != null)
-        {
-            if (_narrowEntries.Length < count * 2)
-                _narrowEntries = new uint[Math.Max(count * 2, _narrowEntries.Length * 2)];
-            int delivered = 0;
-            for (int i = 0; i < count; i++)
-            {
-                BlockStatusChunk.ReadDescriptor(descriptors[(i * descriptorSize)..], wide, out ulong length, out ulong flags);
-                bool stop = false;
-                if (length > uint.MaxValue)
-                {
-                    // libnbd: a 64-bit extent shown to a 32-bit callback is cut to an aligned 32-bit length.
-                    length = uint.MaxValue + 1UL - NbdProtocol.MaxRequestSize;
-                    stop = true;
-                }
-                if (flags > uint.MaxValue)
-                {
-                    if (i > 0)
-                        break;
-                    cmd.SetError(Errno.EOVERFLOW, FailureKind.Server, context + ": extent flags do not fit in 32 bits");
-                    error = cmd.Error;
-                    flags = (uint)flags;
-                    stop = true;
-                }
-                _narrowEntries[delivered * 2] = (uint)length;
-                _narrowEntries[(delivered * 2) + 1] = (uint)flags;
-                delivered++;
-                if (stop)
-                    break;
-            }
-            result = Callbacks.InvokeExtent(cmd.Extent, context, cmd.Offset, _narrowEntries.AsSpan(0, delivered * 2), ref error);
-        }
-        if (result == -1 && cmd.Error == 0)
-            cmd.SetError(error != 0 ? error : Errno.EPROTO, FailureKind.Callback, null);
+        _input.ReceiveInto(raw);
+        return ServerText.Quote(raw);
     }
 
     private static void InvokeChunk(Command cmd, ulong offset, ulong length, uint status, int error)
@@ -599,111 +410,9 @@ internal sealed unsafe partial class CommandEngine
     private void ReceivePayload(bool deliver, byte* destination, ulong length)
     {
         if (deliver)
-            ReceiveInto(destination, length);
+            _input.ReceiveInto(destination, length);
         else
-            Skip(length);
-    }
-
-    /// <summary>
-    /// Makes at least <paramref name="count"/> bytes available in the receive buffer. At a message boundary
-    /// a clean end of stream returns false; anywhere else it is an error.
-    /// </summary>
-    private bool FillAtLeast(int count, bool atMessageBoundary = false)
-    {
-        while (_receiveEnd - _receiveStart < count)
-        {
-            if (_receiveStart == _receiveEnd)
-            {
-                _receiveStart = 0;
-                _receiveEnd = 0;
-            }
-            else if (_receiveBuffer.Length - _receiveStart < count)
-            {
-                int buffered = _receiveEnd - _receiveStart;
-                Buffer.BlockCopy(_receiveBuffer, _receiveStart, _receiveBuffer, 0, buffered);
-                _receiveStart = 0;
-                _receiveEnd = buffered;
-            }
-            int received = _transport.Receive(_receiveBuffer.AsSpan(_receiveEnd));
-            if (received == 0)
-            {
-                if (atMessageBoundary && _receiveEnd == _receiveStart)
-                    return false;
-                throw new TransportException(Errno.ENOTCONN, "server disconnected in the middle of a reply");
-            }
-            _receiveEnd += received;
-            Interlocked.Add(ref _bytesReceived, received);
-        }
-        return true;
-    }
-
-    /// <summary>Copies what is buffered, then receives large remainders straight into the destination.</summary>
-    private void ReceiveInto(byte* destination, ulong length)
-    {
-        while (length > 0)
-        {
-            int available = _receiveEnd - _receiveStart;
-            if (available > 0)
-            {
-                int take = (int)Math.Min((ulong)available, length);
-                _receiveBuffer.AsSpan(_receiveStart, take).CopyTo(new Span<byte>(destination, take));
-                _receiveStart += take;
-                destination += take;
-                length -= (ulong)take;
-                continue;
-            }
-            if (length >= DirectReceiveThreshold)
-            {
-                int received = _transport.Receive(new Span<byte>(destination, (int)Math.Min(length, int.MaxValue)));
-                if (received == 0)
-                    throw new TransportException(Errno.ENOTCONN, "server disconnected in the middle of a reply");
-                Interlocked.Add(ref _bytesReceived, received);
-                destination += received;
-                length -= (ulong)received;
-            }
-            else
-            {
-                FillAtLeast(1);
-            }
-        }
-    }
-
-    /// <summary>Consumes and discards <paramref name="length"/> bytes.</summary>
-    private void Skip(ulong length)
-    {
-        while (length > 0)
-        {
-            FillAtLeast(1);
-            int take = (int)Math.Min((ulong)(_receiveEnd - _receiveStart), length);
-            _receiveStart += take;
-            length -= (ulong)take;
-        }
-    }
-
-    /// <summary>
-    /// Receives a block status payload into a scratch buffer that grows only as bytes actually arrive, so
-    /// a length claim alone never sizes an allocation.
-    /// </summary>
-    private ReadOnlySpan<byte> ReceiveStatusPayload(int length)
-    {
-        int have = 0;
-        while (have < length)
-        {
-            if (have == _statusBuffer.Length)
-                Array.Resize(ref _statusBuffer, (int)Math.Min(length, Math.Max(InitialStatusBufferSize, (long)_statusBuffer.Length * 2)));
-            int take = Math.Min(length - have, _statusBuffer.Length - have);
-            fixed (byte* p = &_statusBuffer[have])
-                ReceiveInto(p, (ulong)take);
-            have += take;
-        }
-        ReadOnlySpan<byte> payload = _statusBuffer.AsSpan(0, length);
-        if (_statusBuffer.Length > 1024 * 1024)
-        {
-            byte[] big = _statusBuffer;
-            _statusBuffer = [];
-            return big.AsSpan(0, length);
-        }
-        return payload;
+            _input.Skip(length);
     }
 
     private static string Name(Command cmd) => NbdProtocol.CommandName(cmd.Type);

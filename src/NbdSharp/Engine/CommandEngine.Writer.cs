@@ -76,6 +76,20 @@ internal sealed unsafe partial class CommandEngine
     }
 
     /// <summary>
+    /// <c>nbd_aio_notify_write</c>: the socket has room; sends what it takes of the queued requests. EINVAL when
+    /// nothing waits to be written, as libnbd's state machine refuses the event in a state that does not write.
+    /// </summary>
+    public void NotifyWrite(string call, string stateName)
+    {
+        if (_queued == 0)
+        {
+            throw new NbdException(Errno.EINVAL, NbdException.Format(call,
+                "external event 1 (notify write) is invalid in state " + stateName + ": nothing is waiting to be written", Errno.EINVAL));
+        }
+        TrySendQueued();
+    }
+
+    /// <summary>
     /// Sends every queued request, waiting for room in the socket (and reading replies meanwhile when needed). On a
     /// thread that is reading replies or sending already (a callback), only what can go out at once is sent.
     /// </summary>
@@ -156,7 +170,7 @@ internal sealed unsafe partial class CommandEngine
         if (_headSent == 0)
         {
             ulong wireCount = cmd.RequestPayload != null ? (ulong)cmd.RequestPayloadLength : cmd.Count;
-            var header = new RequestHeader(cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
+            var header = new RequestHeader((ushort)cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
             _headHeaderSize = header.Write(_headHeader, ExtendedHeaders);
         }
         ReadOnlySpan<byte> payload = RequestPayload(cmd);
@@ -199,25 +213,34 @@ internal sealed unsafe partial class CommandEngine
         {
             // A filtered block status: the header's length is the payload's; it goes out only as PAYLOAD_LEN
             // announces it, and only with extended headers (as libnbd).
-            bool sent = ExtendedHeaders && (cmd.WireFlags & (ushort)CmdFlag.PayloadLen) != 0;
+            bool sent = ExtendedHeaders && (cmd.WireFlags & CommandFlags.PayloadLen) != 0;
             return sent ? cmd.RequestPayload.AsSpan(0, cmd.RequestPayloadLength) : default;
         }
         return cmd.Type == NbdCommand.Write ? new ReadOnlySpan<byte>(cmd.Data, (int)cmd.Count) : default;
     }
 
-    /// <summary>A blocking send on a transport that prefers it; a reader runs meanwhile in case the server waits for us to read.</summary>
+    /// <summary>
+    /// A blocking send on a transport that prefers it. During a large one a reader runs meanwhile, in case the server
+    /// waits for us to read; a small one goes out at once and needs none (waking one would cost a thread hand-off).
+    /// </summary>
     private void SendBlocking(ReadOnlySpan<byte> header, ReadOnlySpan<byte> payload)
     {
-        OnSendBlocked();
+        bool large = header.Length + payload.Length > LargeSend;
+        if (large)
+            OnSendBlocked();
         try
         {
             _transport.Send(header, payload);
         }
         finally
         {
-            OnSendUnblocked();
+            if (large)
+                OnSendUnblocked();
         }
     }
+
+    /// <summary>A blocking send larger than this may wait for the server, which may wait for its replies to be read.</summary>
+    private const int LargeSend = 16 * 1024;
 
     /// <summary>
     /// The socket is full: until it can take more, read replies if this thread holds (or can take) the reader
@@ -232,13 +255,7 @@ internal sealed unsafe partial class CommandEngine
         if (!holding)
         {
             lock (_lock)
-            {
-                if (!_readerActive && _inFlight.Count > 0 && _state == EngineState.Ready)
-                {
-                    _readerActive = true;
-                    took = true;
-                }
-            }
+                took = _inFlight.Count > 0 && _state == EngineState.Ready && TryTakeReaderLocked();
         }
         if (!holding && !took)
         {
@@ -253,33 +270,20 @@ internal sealed unsafe partial class CommandEngine
             }
             return;
         }
-        CommandEngine? outerReading = t_reading;
-        if (took)
-            t_reading = this;
-        try
+        using ReaderScope role = took ? new ReaderScope(this) : default;
+        while (true)
         {
-            while (true)
+            if (_input.HasWholeHeader)
             {
-                if (HasBufferedMessage)
-                {
-                    if (!Step())
-                        return;
-                    continue;
-                }
-                (bool readable, bool writable) = _transport.WaitReadableOrWritable(-1);
-                if (writable || _state != EngineState.Ready)
+                if (!Step())
                     return;
-                if (readable && !Step())
-                    return;
+                continue;
             }
-        }
-        finally
-        {
-            if (took)
-            {
-                t_reading = outerReading;
-                ReleaseReader();
-            }
+            (bool readable, bool writable) = _transport.WaitReadableOrWritable(-1);
+            if (writable || _state != EngineState.Ready)
+                return;
+            if (readable && !Step())
+                return;
         }
     }
 

@@ -1,72 +1,44 @@
 using System;
-using System.Buffers;
 using System.Collections.Generic;
+using System.Globalization;
 using System.Threading;
 using NbdSharp.Diagnostics;
 using NbdSharp.Protocol;
-using NbdSharp.Transport;
 
 namespace NbdSharp.Engine;
 
 /// <summary>
-/// The command engine of one connection: cookies, the table of commands in flight, one serialised writer
-/// and one reader that parses replies straight into the callers' buffers.
+/// The command engine of one connection: cookies, the table of commands in flight, the request queue and its
+/// writer (<c>CommandEngine.Writer.cs</c>), the reader role (<c>CommandEngine.ReaderRole.cs</c>) and the reply
+/// parser that moves payloads straight into the callers' buffers (<c>CommandEngine.Reader.cs</c>,
+/// <c>CommandEngine.BlockStatus.cs</c>).
 /// </summary>
 /// <remarks>
-/// <para>Reading is a role that one thread holds at a time. A thread blocked in a synchronous call, or in
-/// <see cref="Poll"/>, takes the role itself when it is free and reads replies on its own stack, completing
-/// whatever commands they answer (libnbd's model: the waiting caller drives the socket, so a synchronous call
-/// never needs the thread pool and pays no thread hand-off). When the holder leaves with commands still in
-/// flight it hands the role to another waiting caller, or, if only Task-based commands (or a blocked sender)
-/// need progress, to a dedicated reader thread ("the pump"). Replies to libnbd-style aio commands are read
-/// only when somebody polls or waits, as in libnbd.</para>
-/// <para>Commands complete exactly once: by the reply, or by the connection's death, which the role holder
-/// turns into a failure of every command in flight. Only the role holder touches command buffers, so a
-/// failed command is never completed while its buffer is being written.</para>
+/// <para>Commands complete exactly once: by the reply, or by the connection's end, which the reader-role holder turns
+/// into a failure of every command in flight (<see cref="Break"/>, <see cref="FailAll"/>). Only the role holder touches
+/// command buffers, so a failed command is never completed while its buffer is being written.</para>
+/// <para>Failures here are of two kinds: a command failure (the server's error for one command, or a callback's),
+/// recorded on the command; and the end of the connection, recorded once with its errno, its reason and whether the
+/// server broke the protocol, and given to every command in flight.</para>
 /// </remarks>
 internal sealed unsafe partial class CommandEngine : IDisposable
 {
-    private const int MaxPooledCommands = 1024;
-
     private readonly Lock _lock = new();
     private readonly Transport.Transport _transport;
     private readonly DebugLog _log;
     private readonly Dictionary<ulong, Command> _inFlight = new();
-    private readonly Dictionary<ulong, Command> _done = new();
-    private readonly Queue<ulong> _doneOrder = new();
-    private readonly Queue<Command> _volunteers = new();
-    private readonly Stack<Command> _pool = new();
-    private readonly object _progressGate = new();
-    private readonly object _pumpGate = new();
-    private bool _pumpSignaled;
-    private Thread? _pump;
+    private readonly CompletedCommands _completed = new();
+    private readonly CommandPool _pool = new();
+    private readonly RequestWatchdog _watchdog;
 
     private ulong _lastCookie;
     private int _asyncInFlight;
-    private int _pollWaiters;
-    private int _blockedSenders;
-    private long _progressGeneration;
     private long _completions;
-    private bool _readerActive;
     private bool _disconnectRequested;
     private bool _disposed;
     private volatile EngineState _state = EngineState.Ready;
-    private int _deadErrno;
+    private ConnectionEnd _end;
     private bool _endedBetweenReplies;
-    private string _deadReason = "";
-
-    /// <summary>Engines are told apart by number in thread-local state, which must not keep one alive.</summary>
-    private static long s_lastId;
-    private readonly long _id = Interlocked.Increment(ref s_lastId);
-
-    [ThreadStatic]
-    private static CommandEngine? t_reading;
-
-    [ThreadStatic]
-    private static long t_observedEngine;
-
-    [ThreadStatic]
-    private static long t_observedCompletions;
 
     public CommandEngine(Transport.Transport transport, ConnectionInfo info, DebugLog log)
     {
@@ -76,8 +48,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         StructuredReplies = info.StructuredReplies;
         ExtendedHeaders = info.ExtendedHeaders;
         _metaContexts = info.MetaContexts;
-        info.Leftover.CopyTo(_receiveBuffer, 0);
-        _receiveEnd = info.Leftover.Length;
+        _input = new ReceiveBuffer(transport, info.Leftover);
+        _watchdog = new RequestWatchdog(CheckTimeout);
     }
 
     public ulong ExportSize { get; }
@@ -86,7 +58,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
 
     public EngineState State => _state;
 
-    /// <summary>True once NBD_CMD_DISC has been sent: no more commands may be issued.</summary>
+    /// <summary>True once NBD_CMD_DISC has been queued: no more commands may be issued.</summary>
     public bool DisconnectRequested
     {
         get
@@ -96,7 +68,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
     }
 
-    /// <summary>Commands issued and not yet completed, of every kind.</summary>
+    /// <summary>Commands issued and not yet completed, of every kind (libnbd counts queued ones too).</summary>
     public int InFlightCount
     {
         get
@@ -122,13 +94,13 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
     }
 
-    /// <summary>The errno and reason the connection died with.</summary>
-    public (int Errno, string Reason) DeathCause
+    /// <summary>How the connection ended (errno 0 while it has not).</summary>
+    public ConnectionEnd End
     {
         get
         {
             lock (_lock)
-                return (_deadErrno, _deadReason);
+                return _end;
         }
     }
 
@@ -136,36 +108,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     public Transport.Transport TransportForPolling => _transport;
 
     /// <summary>Roughly the bytes this engine holds (buffers, pooled commands).</summary>
-    public long ApproximateSize => _receiveBuffer.Length + _headHeader.Length + _statusBuffer.Length + (_pool.Count * 256L);
-
-    /// <summary>Whether the current thread is reading for this engine (inside one of its callbacks).</summary>
-    public bool IsReadingOnCurrentThread => t_reading == this;
+    public long ApproximateSize => _input.Capacity + _headHeader.Length + _statusBuffer.Length + (_pool.Count * 256L);
 
     /// <summary>Takes a command from the pool, reset for a new use.</summary>
-    public Command Rent()
-    {
-        Command? cmd = null;
-        lock (_lock)
-        {
-            _pool.TryPop(out cmd);
-        }
-        cmd ??= new Command(this);
-        cmd.Reset();
-        return cmd;
-    }
+    public Command Rent() => _pool.Rent(this);
 
-    internal void ReturnToPool(Command cmd)
-    {
-        cmd.Completion = null;
-        cmd.Chunk = null;
-        cmd.Extent = null;
-        cmd.Extent64 = null;
-        lock (_lock)
-        {
-            if (_pool.Count < MaxPooledCommands)
-                _pool.Push(cmd);
-        }
-    }
+    internal void ReturnToPool(Command cmd) => _pool.Return(cmd);
 
     /// <summary>
     /// Assigns a cookie, publishes the command in the in-flight table and queues its request. Throws (without
@@ -207,39 +155,6 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         string state = _state == EngineState.Dead ? "DEAD" : "CLOSED";
         string detail = "invalid state: " + state + ": the handle must be connected with the server";
         return new NbdException(Errno.EINVAL, NbdException.Format(call, detail, Errno.EINVAL));
-    }
-
-    /// <summary>Blocks until a synchronous command completes, reading replies while nobody else does.</summary>
-    public void WaitSync(Command cmd)
-    {
-        while (true)
-        {
-            bool drive;
-            lock (_lock)
-            {
-                if (cmd.Done)
-                    return;
-                drive = !_readerActive;
-                if (drive)
-                {
-                    _readerActive = true;
-                }
-                else if (!cmd.QueuedAsVolunteer)
-                {
-                    cmd.QueuedAsVolunteer = true;
-                    _volunteers.Enqueue(cmd);
-                }
-            }
-            if (drive)
-            {
-                Drive(cmd);
-            }
-            else
-            {
-                cmd.Signal.Wait();
-                cmd.Signal.Reset();
-            }
-        }
     }
 
     /// <summary>
@@ -285,315 +200,6 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         cmd.SetAsyncResult(new OperationCanceledException(cmd.CancellationToken));
     }
 
-    /// <summary>Holds the reader role until <paramref name="until"/> completes or the connection ends.</summary>
-    private void Drive(Command until)
-    {
-        CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
-        t_reading = this;
-        try
-        {
-            while (!until.Done && Step())
-            {
-            }
-        }
-        finally
-        {
-            t_reading = outerReading;
-            ReleaseReader();
-        }
-    }
-
-    /// <summary>
-    /// libnbd's <c>nbd_poll</c>: waits up to <paramref name="timeoutMs"/> (-1 = forever) for the server to send
-    /// something or to take more of the queued requests, handles it and returns 1, or returns 0 on timeout.
-    /// </summary>
-    public int Poll(int timeoutMs, string call)
-    {
-        long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
-        long completions = Interlocked.Read(ref _completions);
-        // A command may have completed on another thread (the pump, a synchronous caller) after this thread
-        // last looked: that is progress, and waiting now could wait for a reply that already came.
-        if (t_observedEngine == _id && completions != t_observedCompletions)
-        {
-            t_observedCompletions = completions;
-            return 1;
-        }
-        try
-        {
-            return PollCore(timeoutMs, deadline, completions, call);
-        }
-        finally
-        {
-            NoteObserved();
-        }
-    }
-
-    /// <summary>
-    /// Records that the calling thread has looked at completions as of now (aio calls do this before they
-    /// read any state), so that a later <see cref="Poll"/> on this thread knows what counts as news.
-    /// </summary>
-    public void NoteObserved()
-    {
-        t_observedEngine = _id;
-        t_observedCompletions = Interlocked.Read(ref _completions);
-    }
-
-    private int PollCore(int timeoutMs, long deadline, long completions, string call)
-    {
-        while (true)
-        {
-            long generation;
-            lock (_lock)
-            {
-                if (_state != EngineState.Ready)
-                {
-                    string state = _state == EngineState.Dead ? "DEAD" : "CLOSED";
-                    throw new NbdException(Errno.EINVAL, NbdException.Format(call, "nothing to poll for in state " + state, Errno.EINVAL));
-                }
-                if (!_readerActive)
-                {
-                    _readerActive = true;
-                    break;
-                }
-                Interlocked.Increment(ref _pollWaiters);
-                generation = Interlocked.Read(ref _progressGeneration);
-            }
-            // Another thread reads; writing needs no reader role.
-            bool sent = TrySendQueued();
-            bool woken = sent || WaitForProgress(generation, deadline);
-            Interlocked.Decrement(ref _pollWaiters);
-            if (sent || Interlocked.Read(ref _completions) != completions)
-                return 1;
-            if (!woken)
-                return 0;
-        }
-
-        CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
-        t_reading = this;
-        try
-        {
-            if (HasBufferedMessage)
-            {
-                StepBatch();
-                return 1;
-            }
-            if (TrySendQueued())
-                return 1;
-            // Requests still queued: the socket is full, so wait for room as well as for replies (unless another
-            // thread is sending the queue and waits for room itself).
-            bool wantWrite = _queued > 0 && !_blockingSender;
-            int remaining = timeoutMs < 0 ? -1 : (int)Math.Max(0, deadline - Environment.TickCount64);
-            if (remaining < 0 && !wantWrite && !HasBufferedData)
-            {
-                // Nothing to wait for separately: the receive itself blocks (and over TLS a readiness wait would
-                // cost a look-ahead read on another thread).
-                StepBatch();
-                return 1;
-            }
-            bool readable = HasBufferedData, writable = false;
-            if (!readable)
-            {
-                if (wantWrite)
-                    (readable, writable) = _transport.WaitReadableOrWritable(remaining);
-                else
-                    readable = _transport.WaitReadable(remaining);
-            }
-            if (!readable && !writable)
-                return 0;
-            if (writable)
-                TrySendQueued();
-            if (readable)
-                StepBatch();
-            return 1;
-        }
-        catch (TransportException failure)
-        {
-            Break(failure.Errno, failure.Message);
-            return 1;
-        }
-        finally
-        {
-            t_reading = outerReading;
-            ReleaseReader();
-        }
-    }
-
-    /// <summary>One reply (or chunk) at least, then whatever else has already arrived.</summary>
-    private void StepBatch()
-    {
-        if (Step())
-        {
-            while (HasBufferedMessage && Step())
-            {
-            }
-        }
-    }
-
-    /// <summary>
-    /// <c>nbd_aio_notify_write</c>: the socket has room; sends what it takes of the queued requests. EINVAL when
-    /// nothing waits to be written, as libnbd's state machine refuses the event in a state that does not write.
-    /// </summary>
-    public void NotifyWrite(string call, string stateName)
-    {
-        if (_queued == 0)
-        {
-            throw new NbdException(Errno.EINVAL, NbdException.Format(call,
-                "external event 1 (notify write) is invalid in state " + stateName + ": nothing is waiting to be written", Errno.EINVAL));
-        }
-        TrySendQueued();
-    }
-
-    /// <summary>Waits until the progress generation moves on; false on timeout.</summary>
-    private bool WaitForProgress(long generation, long deadline)
-    {
-        lock (_progressGate)
-        {
-            while (Interlocked.Read(ref _progressGeneration) == generation)
-            {
-                long now = Environment.TickCount64;
-                if (deadline != long.MaxValue && now >= deadline)
-                    return false;
-                int wait = deadline == long.MaxValue ? Timeout.Infinite : (int)Math.Min(int.MaxValue, deadline - now);
-                Monitor.Wait(_progressGate, wait);
-            }
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// Moves the progress generation on (a completion, a free reader role, a change of state) and wakes
-    /// waiting pollers. The increment comes before the check for waiters, which register before reading the
-    /// generation, so a waiter either sees the new generation or is woken.
-    /// </summary>
-    private void PulseProgress()
-    {
-        Interlocked.Increment(ref _progressGeneration);
-        if (Interlocked.CompareExchange(ref _pollWaiters, 0, 0) == 0)
-            return;
-        lock (_progressGate)
-            Monitor.PulseAll(_progressGate);
-    }
-
-    /// <summary>
-    /// Gives up the reader role and, if commands still need a reader, hands it on: to a synchronous waiter
-    /// first, otherwise to the pump when Task-based commands or a blocked sender need progress; waiting
-    /// pollers are woken to take it as well.
-    /// </summary>
-    private void ReleaseReader()
-    {
-        Command? next = null;
-        bool pump = false;
-        lock (_lock)
-        {
-            _readerActive = false;
-            if (_state == EngineState.Ready && _inFlight.Count > 0)
-            {
-                while (_volunteers.TryDequeue(out Command? waiter))
-                {
-                    waiter.QueuedAsVolunteer = false;
-                    if (!waiter.Done)
-                    {
-                        next = waiter;
-                        break;
-                    }
-                }
-                // Pollers may take the role too, but one may also return on a completion without reading,
-                // so Task-based commands and blocked senders never depend on them.
-                pump = next == null && (_asyncInFlight > 0 || _blockedSenders > 0);
-            }
-        }
-        next?.Signal.Set();
-        if (pump)
-            WakePump();
-        PulseProgress();
-    }
-
-    /// <summary>Called by a sender that cannot make progress: make sure somebody reads replies meanwhile.</summary>
-    private void OnSendBlocked()
-    {
-        bool pump;
-        lock (_lock)
-        {
-            _blockedSenders++;
-            pump = !_readerActive && _inFlight.Count > 0;
-        }
-        if (pump)
-            WakePump();
-    }
-
-    private void OnSendUnblocked()
-    {
-        lock (_lock)
-            _blockedSenders--;
-    }
-
-    private void WakePump()
-    {
-        lock (_lock)
-        {
-            if (_disposed)
-                return;
-            if (_pump == null)
-            {
-                _pump = new Thread(PumpLoop) { IsBackground = true, Name = "nbd-reader " + _log.HandleName };
-                _pump.Start();
-            }
-        }
-        SignalPump();
-    }
-
-    private void SignalPump()
-    {
-        lock (_pumpGate)
-        {
-            _pumpSignaled = true;
-            Monitor.Pulse(_pumpGate);
-        }
-    }
-
-    /// <summary>The dedicated reader: reads while commands that nobody else waits for are in flight.</summary>
-    private void PumpLoop()
-    {
-        while (true)
-        {
-            lock (_pumpGate)
-            {
-                while (!_pumpSignaled)
-                    Monitor.Wait(_pumpGate);
-                _pumpSignaled = false;
-            }
-            while (true)
-            {
-                lock (_lock)
-                {
-                    if (_disposed)
-                        return;
-                    if (_readerActive || _state != EngineState.Ready || _inFlight.Count == 0)
-                        break;
-                    _readerActive = true;
-                }
-                CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
-                t_reading = this;
-                try
-                {
-                    while (Step())
-                    {
-                        lock (_lock)
-                        {
-                            if (_inFlight.Count == 0)
-                                break;
-                        }
-                    }
-                }
-                finally
-                {
-                    t_reading = outerReading;
-                    ReleaseReader();
-                }
-            }
-        }
-    }
-
     /// <summary>
     /// Completes a command exactly once. It leaves the in-flight table only here, in the same locked step that
     /// makes it done, so a cookie is never in neither place: during an aio completion callback it still
@@ -636,10 +242,7 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                     // Once the handle is closed nobody can retire it: it is released now, with its callbacks.
                     retire |= _disposed;
                     if (!retire)
-                    {
-                        _done.Add(cmd.Cookie, cmd);
-                        _doneOrder.Enqueue(cmd.Cookie);
-                    }
+                        _completed.Add(cmd);
                 }
                 if (retire)
                     cmd.Release();
@@ -670,46 +273,21 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     /// <summary>
     /// How long a command may stay in flight before the connection is given up with ETIMEDOUT (zero: forever).
     /// A command cannot be withdrawn from a server, so a timeout ends the connection: every command in flight
-    /// fails once, as when the server disconnects. A watchdog timer checks the oldest command a few times per
-    /// timeout period; it runs only while a timeout is set.
+    /// fails once, as when the server disconnects.
     /// </summary>
-    public TimeSpan RequestTimeout
+    public void SetRequestTimeout(TimeSpan timeout)
     {
-        get
-        {
-            lock (_lock)
-                return _requestTimeout;
-        }
-        set
-        {
-            lock (_lock)
-            {
-                _requestTimeout = value;
-                if (value <= TimeSpan.Zero || _state != EngineState.Ready)
-                {
-                    _watchdog?.Dispose();
-                    _watchdog = null;
-                    return;
-                }
-                TimeSpan period = TimeSpan.FromTicks(Math.Clamp(value.Ticks / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
-                if (_watchdog == null)
-                    _watchdog = new Timer(static state => ((CommandEngine)state!).CheckTimeout(), this, period, period);
-                else
-                    _watchdog.Change(period, period);
-            }
-        }
+        lock (_lock)
+            _watchdog.Set(_state == EngineState.Ready ? timeout : TimeSpan.Zero);
     }
 
-    private TimeSpan _requestTimeout;
-    private Timer? _watchdog;
-
+    /// <summary>The watchdog's check: ends the connection when the oldest command in flight is older than the timeout.</summary>
     private void CheckTimeout()
     {
         Command? late = null;
-        TimeSpan timeout;
+        TimeSpan timeout = _watchdog.Timeout;
         lock (_lock)
         {
-            timeout = _requestTimeout;
             if (_state != EngineState.Ready || timeout <= TimeSpan.Zero)
                 return;
             long now = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -722,19 +300,19 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 return;
         }
         Break(Errno.ETIMEDOUT, "the server did not reply to " + NbdProtocol.CommandName(late.Type) + " (cookie " +
-              late.Cookie.ToString(System.Globalization.CultureInfo.InvariantCulture) + ") within the request timeout of " +
-              FormatSeconds(timeout));
+              late.Cookie.ToString(CultureInfo.InvariantCulture) + ") within the request timeout of " + FormatSeconds(timeout));
     }
 
     /// <summary>A duration as people write it in a timeout message: "5 s", "0.25 s".</summary>
     internal static string FormatSeconds(TimeSpan span) =>
-        span.TotalSeconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + " s";
+        span.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s";
 
     /// <summary>
-    /// Kills the connection: records why, stops the transport (waking a blocked reader) and, unless a reader
-    /// holds the role (it will do it), fails every command in flight.
+    /// Ends the connection, once: records why (<paramref name="protocolViolation"/>: the server broke the protocol),
+    /// stops the transport (waking a blocked reader or sender) and, unless a reader holds the role (it will do it),
+    /// fails every command in flight.
     /// </summary>
-    public void Break(int errno, string reason)
+    public void Break(int errno, string reason, bool protocolViolation = false)
     {
         bool failNow;
         lock (_lock)
@@ -743,10 +321,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
             if (_state != EngineState.Ready)
                 return;
             _state = EngineState.Dead;
-            _deadErrno = errno;
-            _deadReason = reason;
-            _watchdog?.Dispose();
-            _watchdog = null;
+            _end = new ConnectionEnd(errno, reason, protocolViolation);
+            _watchdog.Dispose();
             failNow = !_readerActive;
             if (failNow)
                 _readerActive = true;
@@ -756,14 +332,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         _transport.Abort();
         if (failNow)
         {
-            try
-            {
-                FailAll();
-            }
-            finally
-            {
-                ReleaseReader();
-            }
+            using var role = new ReaderScope(this);
+            FailAll();
         }
         else
         {
@@ -772,16 +342,15 @@ internal sealed unsafe partial class CommandEngine : IDisposable
     }
 
     /// <summary>
-    /// Fails every command in flight with the recorded cause of death (called by the role holder). The write lock
-    /// is taken first, so that no request is being sent from memory that a completion releases: a sender on another
-    /// thread leaves at once, its transport having been aborted.
+    /// Fails every command in flight with the recorded end of the connection (called by the role holder). The write
+    /// lock is taken first, so that no request is being sent from memory that a completion releases: a sender on
+    /// another thread leaves at once, its transport having been aborted.
     /// </summary>
     private void FailAll()
     {
         Command[] victims;
         var disconnects = new List<Command>();
-        int errno;
-        string reason;
+        ConnectionEnd end;
         lock (_writeLock)
         {
             lock (_lock)
@@ -789,15 +358,15 @@ internal sealed unsafe partial class CommandEngine : IDisposable
                 DropQueueLocked(disconnects);
                 victims = new Command[_inFlight.Count];
                 _inFlight.Values.CopyTo(victims, 0);
-                errno = _deadErrno == 0 ? Errno.ENOTCONN : _deadErrno;
-                reason = _deadErrno == 0 ? "the connection was closed" : _deadReason;
+                end = _end.Errno == 0 ? new ConnectionEnd(Errno.ENOTCONN, "the connection was closed", false) : _end;
             }
         }
         foreach (Command disc in disconnects)
             disc.Release();
+        FailureKind kind = end.ProtocolViolation ? FailureKind.Protocol : FailureKind.Connection;
         foreach (Command victim in victims)
         {
-            victim.SetError(errno, FailureKind.Connection, NbdProtocol.CommandName(victim.Type) + ": " + reason);
+            victim.SetError(end.Errno, kind, NbdProtocol.CommandName(victim.Type) + ": " + end.Reason);
             Complete(victim);
         }
     }
@@ -812,18 +381,12 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         Command? cmd;
         lock (_lock)
         {
-            if (cookie >= 1 && _done.Remove((ulong)cookie, out cmd))
+            if (cookie < 1 || !_completed.TryRetire((ulong)cookie, out cmd))
             {
-                // Leave the order queue entry; PeekCompleted skips retired cookies.
-            }
-            else if (cookie >= 1 && _inFlight.TryGetValue((ulong)cookie, out Command? pending) && pending.Kind == CommandKind.Aio)
-            {
-                return false;
-            }
-            else
-            {
+                if (cookie >= 1 && _inFlight.TryGetValue((ulong)cookie, out Command? pending) && pending.Kind == CommandKind.Aio)
+                    return false;
                 throw new NbdException(Errno.EINVAL, NbdException.Format(call,
-                    "invalid aio cookie " + cookie.ToString(System.Globalization.CultureInfo.InvariantCulture) +
+                    "invalid aio cookie " + cookie.ToString(CultureInfo.InvariantCulture) +
                     ": no such command in flight or completed (it may have been retired already)", Errno.EINVAL));
             }
         }
@@ -845,12 +408,9 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         NoteObserved();
         lock (_lock)
         {
-            while (_doneOrder.TryPeek(out ulong cookie))
-            {
-                if (_done.ContainsKey(cookie))
-                    return (long)cookie;
-                _doneOrder.Dequeue();
-            }
+            ulong cookie = _completed.Peek();
+            if (cookie != 0)
+                return (long)cookie;
             if (_inFlight.Count > 0)
                 return 0;
         }
@@ -864,45 +424,10 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         return InFlightCount;
     }
 
-    /// <summary>Reads until the server closes the connection (after <see cref="Disconnect"/>).</summary>
-    public void WaitClosed()
-    {
-        while (true)
-        {
-            long generation;
-            lock (_lock)
-            {
-                if (_state != EngineState.Ready)
-                    return;
-                if (!_readerActive)
-                {
-                    _readerActive = true;
-                    break;
-                }
-                Interlocked.Increment(ref _pollWaiters);
-                generation = Interlocked.Read(ref _progressGeneration);
-            }
-            WaitForProgress(generation, long.MaxValue);
-            Interlocked.Decrement(ref _pollWaiters);
-        }
-        CommandEngine? outerReading = t_reading; // a callback of another handle may be reading
-        t_reading = this;
-        try
-        {
-            while (Step())
-            {
-            }
-        }
-        finally
-        {
-            t_reading = outerReading;
-            ReleaseReader();
-        }
-    }
-
     /// <summary>
-    /// Closes the connection at once (the handle is being disposed): commands in flight complete with
-    /// ENOTCONN, the reader thread ends, and no command's callbacks stay referenced.
+    /// Closes the connection at once (the handle is being disposed): commands in flight complete with ENOTCONN, the
+    /// reader thread ends, and no command's callbacks stay referenced (libnbd's callback lifetimes): completed commands
+    /// nobody retired are released now, those in flight as they complete.
     /// </summary>
     public void Close()
     {
@@ -910,13 +435,8 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         lock (_lock)
         {
             _disposed = true;
-            unretired = new Command[_done.Count];
-            _done.Values.CopyTo(unretired, 0);
-            _done.Clear();
-            _doneOrder.Clear();
+            unretired = _completed.TakeAll();
         }
-        // libnbd's callback lifetimes: a closed handle holds no callback. Completed commands nobody retired are
-        // released now; those still in flight complete (with ENOTCONN) and are released as they do.
         foreach (Command cmd in unretired)
             cmd.Release();
         Break(Errno.ENOTCONN, "the handle was closed");
@@ -925,26 +445,18 @@ internal sealed unsafe partial class CommandEngine : IDisposable
 
     public void Dispose()
     {
-        RequestTimeout = TimeSpan.Zero;
         Close();
+        _watchdog.Dispose();
         _transport.Dispose();
-        ReturnBuffers();
-    }
-
-    /// <summary>
-    /// Gives the receive buffer back to the pool, unless a thread still holds the reader role (it is being woken by
-    /// the aborted transport): then the garbage collector takes it, as nothing may reuse memory still in use.
-    /// </summary>
-    private void ReturnBuffers()
-    {
-        byte[] receive;
+        // The receive buffer goes back to the pool unless a thread still holds the reader role (it is being woken by
+        // the aborted transport): then the garbage collector takes it, as nothing may reuse memory still in use.
+        bool reading;
         lock (_lock)
-        {
-            if (_readerActive || _receiveBuffer.Length == 0)
-                return;
-            receive = _receiveBuffer;
-            _receiveBuffer = [];
-        }
-        ArrayPool<byte>.Shared.Return(receive);
+            reading = _readerActive;
+        if (!reading)
+            _input.Release();
     }
 }
+
+/// <summary>How a connection ended: its errno, why, and whether the server broke the protocol.</summary>
+internal readonly record struct ConnectionEnd(int Errno, string Reason, bool ProtocolViolation);

@@ -105,24 +105,24 @@ internal sealed partial class Negotiator
     {
         await ReceiveAsync(async, OptionReplyHeader.Size, cancellationToken).ConfigureAwait(false);
         if (!OptionReplyHeader.TryRead(_buffer, out OptionReplyHeader reply) || reply.Option != option)
-            throw Fail(Errno.EPROTO, "handshake: invalid option reply magic or option");
+            throw Violation("handshake: invalid option reply magic or option");
         ChunksReceived++;
         uint length = reply.Length;
         switch (reply.Type)
         {
             case OptionReplyType.Ack when length != 0:
-                throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_ACK option reply length");
+                throw Violation("handshake: invalid NBD_REP_ACK option reply length");
             case OptionReplyType.Info when length < 2:
-                throw Fail(Errno.EPROTO, "handshake: NBD_REP_INFO reply length too small");
+                throw Violation("handshake: NBD_REP_INFO reply length too small");
             case OptionReplyType.MetaContext when length <= 4 || length > 4 + NbdProtocol.MaxString:
-                throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_META_CONTEXT reply length");
+                throw Violation("handshake: invalid NBD_REP_META_CONTEXT reply length");
             case OptionReplyType.Server when length < 4:
-                throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_SERVER reply length");
+                throw Violation("handshake: invalid NBD_REP_SERVER reply length");
         }
         if (length > MaxOptionReplyLength)
-            throw Fail(Errno.EPROTO, "handshake: invalid option reply length " + length.ToString(CultureInfo.InvariantCulture));
+            throw Violation("handshake: invalid option reply length " + length.ToString(CultureInfo.InvariantCulture));
         if (reply.IsError && length > NbdProtocol.MaxString)
-            throw Fail(Errno.EPROTO, "handshake: option error string too long");
+            throw Violation("handshake: option error string too long");
         _payloadSkipped = length > ReplyBufferSize;
         if (_payloadSkipped)
         {
@@ -162,7 +162,7 @@ internal sealed partial class Negotiator
     private void RequireError(OptionReplyHeader reply)
     {
         if (!reply.IsError)
-            throw Fail(Errno.EPROTO, "handshake: unexpected option reply type " + ((uint)reply.Type).ToString(CultureInfo.InvariantCulture));
+            throw Violation("handshake: unexpected option reply type " + ((uint)reply.Type).ToString(CultureInfo.InvariantCulture));
     }
 
     /// <summary>
@@ -218,26 +218,12 @@ internal sealed partial class Negotiator
                 break;
         }
         if (reply.Length > 0 && !_payloadSkipped)
-            text += ": " + QuoteServerText(_buffer.AsSpan(0, (int)reply.Length));
+            text += ": " + ServerText.Quote(Payload(reply));
         return text;
     }
 
-    /// <summary>Server text shown to users: printable ASCII as is, anything else as \xNN (as libnbd quotes it).</summary>
-    internal static string QuoteServerText(ReadOnlySpan<byte> raw)
-    {
-        var text = new StringBuilder(raw.Length);
-        foreach (byte b in raw)
-        {
-            if (b >= 0x20 && b < 0x7f)
-                text.Append((char)b);
-            else
-                text.Append("\\x").Append(b.ToString("x2", CultureInfo.InvariantCulture));
-        }
-        return text.ToString();
-    }
-
-    /// <summary>Decodes a protocol string (UTF-8 per proto.md; invalid bytes become U+FFFD).</summary>
-    private static string DecodeString(ReadOnlySpan<byte> raw) => Encoding.UTF8.GetString(raw);
+    /// <summary>The payload of the option reply just received (read into the message buffer).</summary>
+    private ReadOnlySpan<byte> Payload(OptionReplyHeader reply) => _buffer.AsSpan(0, (int)reply.Length);
 
     private static int Utf8Length(string text) => Encoding.UTF8.GetByteCount(text);
 
@@ -289,13 +275,13 @@ internal sealed partial class Negotiator
         }
     }
 
-    private NbdException Fail(int errno, string detail, Exception? inner = null)
-    {
-        string message = NbdException.Format(_call, detail, errno);
-        return errno == Errno.EPROTO || errno == Errno.ENOTCONN
-            ? new NbdProtocolException(errno, message, inner)
-            : new NbdException(errno, message, inner);
-    }
+    /// <summary>The handshake cannot go on (the server went away, a transport or TLS failure, TLS required but refused).</summary>
+    private NbdConnectionException Fail(int errno, string detail, Exception? inner = null) =>
+        new(errno, NbdException.Format(_call, detail, errno), inner);
+
+    /// <summary>The server broke the protocol (with libnbd's errno: EPROTO, or what libnbd reports for the case).</summary>
+    private NbdProtocolException Violation(string detail, int errno = Errno.EPROTO) =>
+        new(errno, NbdException.Format(_call, detail, errno));
 
     private void Debug(string message)
     {

@@ -116,7 +116,7 @@ internal sealed partial class Negotiator : IDisposable
         await ReceiveAsync(async, Greeting.Size, cancellationToken).ConfigureAwait(false);
         Greeting greeting = Greeting.Read(_buffer);
         if (!greeting.IsNbd)
-            throw Fail(Errno.EPROTO, "handshake: server did not send expected NBD magic");
+            throw Violation("handshake: server did not send expected NBD magic");
         ChunksReceived++;
         if (greeting.IsOldstyle)
         {
@@ -126,7 +126,7 @@ internal sealed partial class Negotiator : IDisposable
             if (Settings.Tls == TlsMode.Require)
                 throw Fail(Errno.ENOTSUP, "handshake: server is oldstyle, but handle TLS setting is 'require' (2)");
             if (old.GlobalFlags != 0)
-                throw Fail(Errno.EPROTO, "handshake: oldstyle server should not set gflags");
+                throw Violation("handshake: oldstyle server should not set gflags");
             Export.Protocol = "oldstyle";
             Export.HandshakeFlags = HandshakeFlag.None;
             SetSizeAndFlags(old.ExportSize, old.TransmissionFlags);
@@ -134,7 +134,7 @@ internal sealed partial class Negotiator : IDisposable
             return false;
         }
         if (!greeting.IsNewstyle)
-            throw Fail(Errno.EPROTO, "handshake: server is not either an oldstyle or fixed newstyle NBD server");
+            throw Violation("handshake: server is not either an oldstyle or fixed newstyle NBD server");
 
         await ReceiveAsync(async, 2, cancellationToken).ConfigureAwait(false);
         ushort serverFlags = BinaryPrimitives.ReadUInt16BigEndian(_buffer);
@@ -163,10 +163,10 @@ internal sealed partial class Negotiator : IDisposable
         if (reply.Type == OptionReplyType.Ack)
         {
             if (Export.TlsNegotiated)
-                throw Fail(Errno.EPROTO, "handshake: unable to support server accepting TLS twice");
+                throw Violation("handshake: unable to support server accepting TLS twice");
             // Anything after the reply would have been injected in plaintext (CVE-2021-3716's kind): refuse it.
             if (_inputEnd > _inputStart)
-                throw Fail(Errno.EPROTO, "handshake: server sent unencrypted data after accepting NBD_OPT_STARTTLS");
+                throw Violation("handshake: server sent unencrypted data after accepting NBD_OPT_STARTTLS");
             Export.ResetExport();
             Export.StructuredReplies = false;
             Export.ExtendedHeaders = false;
@@ -254,8 +254,8 @@ internal sealed partial class Negotiator : IDisposable
             }
             if (reply.Type == OptionReplyType.MetaContext)
             {
-                uint id = BinaryPrimitives.ReadUInt32BigEndian(_buffer);
-                string name = DecodeString(_buffer.AsSpan(4, (int)reply.Length - 4));
+                if (!MetaContextReply.TryRead(Payload(reply), out uint id, out string name))
+                    throw Violation("handshake: invalid NBD_REP_META_CONTEXT reply length");
                 Debug("negotiated " + name + " with context ID " + id.ToString(CultureInfo.InvariantCulture));
                 Export.MetaContexts.Add(new(id, name));
                 callback?.Invoke(name);
@@ -314,7 +314,7 @@ internal sealed partial class Negotiator : IDisposable
                     continue;
                 case OptionReplyType.Ack:
                     if (Export.TransmissionFlags == 0)
-                        throw Fail(Errno.EPROTO, "handshake: server acknowledged " + NbdProtocol.OptionName(option) + " without sending NBD_INFO_EXPORT");
+                        throw Violation("handshake: server acknowledged " + NbdProtocol.OptionName(option) + " without sending NBD_INFO_EXPORT");
                     SetPayloadMaximum();
                     return;
                 case OptionReplyType.ErrUnsup when option == NbdOption.Go:
@@ -350,16 +350,9 @@ internal sealed partial class Negotiator : IDisposable
                     Debug("skipping an export description too long to keep");
                     continue;
                 }
-                uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(_buffer);
-#if FUZZ_CANARY
-                if (FuzzCanary.Handshake && nameLength <= NbdProtocol.MaxString)
-                    nameLength = Math.Min(nameLength, (uint)(_buffer.Length - 4));
-                else
-#endif
-                if (nameLength > reply.Length - 4 || nameLength > NbdProtocol.MaxString)
-                    throw Fail(Errno.EPROTO, "handshake: invalid NBD_REP_SERVER name length " + nameLength.ToString(CultureInfo.InvariantCulture));
-                string name = DecodeString(_buffer.AsSpan(4, (int)nameLength));
-                string description = DecodeString(_buffer.AsSpan(4 + (int)nameLength, (int)(reply.Length - 4 - nameLength)));
+                if (!ServerReply.TryRead(Payload(reply), out string name, out string description))
+                    throw Violation("handshake: invalid NBD_REP_SERVER name length " +
+                               BinaryPrimitives.ReadUInt32BigEndian(_buffer).ToString(CultureInfo.InvariantCulture));
                 count++;
                 callback(name, description);
                 continue;
@@ -385,8 +378,10 @@ internal sealed partial class Negotiator : IDisposable
                 return count;
             if (reply.Type == OptionReplyType.MetaContext)
             {
+                if (!MetaContextReply.TryRead(Payload(reply), out _, out string name))
+                    throw Violation("handshake: invalid NBD_REP_META_CONTEXT reply length");
                 count++;
-                callback?.Invoke(DecodeString(_buffer.AsSpan(4, (int)reply.Length - 4)));
+                callback?.Invoke(name);
                 continue;
             }
             throw Refusal(reply, "meta context");
@@ -446,19 +441,19 @@ internal sealed partial class Negotiator : IDisposable
 
     private void HandleInfo(uint length)
     {
-        var info = _buffer.AsSpan(0, (int)Math.Min(length, ReplyBufferSize));
-        var type = (NbdInfoType)BinaryPrimitives.ReadUInt16BigEndian(info);
+        ReadOnlySpan<byte> info = _buffer.AsSpan(0, (int)Math.Min(length, ReplyBufferSize));
+        NbdInfoType type = InfoReply.ReadType(info);
         switch (type)
         {
             case NbdInfoType.Export:
                 if (length != NbdInfoExport.Size)
-                    throw Fail(Errno.EPROTO, "handshake: incorrect NBD_INFO_EXPORT option reply length");
+                    throw Violation("handshake: incorrect NBD_INFO_EXPORT option reply length");
                 NbdInfoExport export = NbdInfoExport.Read(info);
                 SetSizeAndFlags(export.ExportSize, export.TransmissionFlags);
                 break;
             case NbdInfoType.BlockSize:
                 if (length != NbdInfoBlockSize.Size)
-                    throw Fail(Errno.EPROTO, "handshake: incorrect NBD_INFO_BLOCK_SIZE option reply length");
+                    throw Violation("handshake: incorrect NBD_INFO_BLOCK_SIZE option reply length");
                 NbdInfoBlockSize sizes = NbdInfoBlockSize.Read(info);
                 Debug($"server block size constraints: min: {sizes.Minimum} preferred: {sizes.Preferred} max: {sizes.Maximum}");
                 if (sizes.IsSane())
@@ -474,9 +469,8 @@ internal sealed partial class Negotiator : IDisposable
                 break;
             case NbdInfoType.Name:
             case NbdInfoType.Description:
-                if (length > 2 + NbdProtocol.MaxString)
-                    throw Fail(Errno.EPROTO, "handshake: incorrect NBD_INFO_" + (type == NbdInfoType.Name ? "NAME" : "DESCRIPTION") + " option reply length");
-                string text = DecodeString(info[2..]);
+                if (!InfoReply.TryReadText(info, out string text))
+                    throw Violation("handshake: incorrect NBD_INFO_" + (type == NbdInfoType.Name ? "NAME" : "DESCRIPTION") + " option reply length");
                 if (type == NbdInfoType.Name)
                     Export.CanonicalName = text;
                 else
@@ -494,7 +488,7 @@ internal sealed partial class Negotiator : IDisposable
         Debug($"exportsize: {exportSize} eflags: 0x{flags:x}");
         // libnbd's errno for this one is EINVAL, not EPROTO: kept so that callers see the same errno.
         if (flags == 0)
-            throw Fail(Errno.EINVAL, "handshake: invalid eflags == 0 from server");
+            throw Violation("handshake: invalid eflags == 0 from server", Errno.EINVAL);
         var eflags = (TransmissionFlags)flags;
         if ((eflags & TransmissionFlags.SendDf) != 0 && !Export.StructuredReplies)
         {

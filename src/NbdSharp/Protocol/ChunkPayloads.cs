@@ -80,14 +80,6 @@ internal static class BlockStatusChunk
     public const int WidePrefixSize = 8;
     public const int WideDescriptorSize = 16;
 
-    /// <summary>Whether a chunk length fits the layout of its type: a prefix and one or more whole descriptors.</summary>
-    public static bool IsValidLength(bool wide, ulong length)
-    {
-        int prefix = wide ? WidePrefixSize : NarrowPrefixSize;
-        int descriptor = wide ? WideDescriptorSize : NarrowDescriptorSize;
-        return length >= (ulong)(prefix + descriptor) && (length - (ulong)prefix) % (ulong)descriptor == 0;
-    }
-
     public static uint ReadContextId(ReadOnlySpan<byte> source) => BinaryPrimitives.ReadUInt32BigEndian(source);
 
     public static uint ReadDescriptorCount(ReadOnlySpan<byte> source) => BinaryPrimitives.ReadUInt32BigEndian(source[4..]);

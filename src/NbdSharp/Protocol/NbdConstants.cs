@@ -75,6 +75,19 @@ internal enum TransmissionFlags : ushort
     BlockStatusPayload = 1 << 12,
 }
 
+/// <summary>Command flags on the wire, <c>NBD_CMD_FLAG_*</c> (the public <c>CmdFlag</c> mirrors them for callers).</summary>
+[Flags]
+internal enum CommandFlags : ushort
+{
+    None = 0,
+    Fua = 1 << 0,
+    NoHole = 1 << 1,
+    Df = 1 << 2,
+    ReqOne = 1 << 3,
+    FastZero = 1 << 4,
+    PayloadLen = 1 << 5,
+}
+
 /// <summary>Command types, <c>NBD_CMD_*</c>.</summary>
 internal enum NbdCommand : ushort
 {

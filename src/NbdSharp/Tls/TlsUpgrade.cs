@@ -79,7 +79,7 @@ internal static class TlsUpgrade
         }
         files.DisposeTrust();
         return new StreamTransport(ssl, ssl.SslProtocol + ", " + ssl.NegotiatedCipherSuite + ", X.509", inner,
-            () => ssl.ShutdownAsync().GetAwaiter().GetResult());
+            () => new ValueTask(ssl.ShutdownAsync()));
     }
 
     private static async ValueTask<Transport.Transport> StartPskAsync(Transport.Transport inner, TlsCredentials credentials,
@@ -119,7 +119,11 @@ internal static class TlsUpgrade
         }
         SecurityParameters negotiated = client.Negotiated;
         return new StreamTransport(new PskStream(protocol), negotiated.NegotiatedVersion + ", cipher suite 0x" +
-            negotiated.CipherSuite.ToString("x4", CultureInfo.InvariantCulture) + ", PSK", inner, protocol.Close);
+            negotiated.CipherSuite.ToString("x4", CultureInfo.InvariantCulture) + ", PSK", inner, () =>
+            {
+                protocol.Close();
+                return default;
+            });
     }
 
     /// <summary>

@@ -34,7 +34,7 @@ internal static class Connectors
         {
             // For a Unix socket, .NET reports a missing path (ENOENT) as AddressNotAvailable.
             int errno = e.SocketErrorCode == SocketError.AddressNotAvailable ? Errno.ENOENT : SocketErrors.ToErrno(e);
-            throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
+            throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + path, errno), e);
         }
     }
 
@@ -60,11 +60,11 @@ internal static class Connectors
             }
             catch (SocketException e)
             {
-                throw new NbdException(Errno.ENOENT, NbdException.Format(call, "getaddrinfo: " + host + ":" + port + ": " + e.Message, Errno.ENOENT), e);
+                throw new NbdConnectionException(Errno.ENOENT, NbdException.Format(call, "getaddrinfo: " + host + ":" + port + ": " + e.Message, Errno.ENOENT), e);
             }
         }
         if (addresses.Length == 0)
-            throw new NbdException(Errno.ENOENT, NbdException.Format(call, "getaddrinfo: " + host + ": no addresses", Errno.ENOENT));
+            throw new NbdConnectionException(Errno.ENOENT, NbdException.Format(call, "getaddrinfo: " + host + ": no addresses", Errno.ENOENT));
 
         SocketException? last = null;
         foreach (IPAddress address in addresses)
@@ -80,7 +80,7 @@ internal static class Connectors
             }
         }
         int errno = SocketErrors.ToErrno(last!);
-        throw new NbdException(errno, NbdException.Format(call, "connect: " + host + ":" + port, errno), last);
+        throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + host + ":" + port, errno), last);
     }
 
     /// <summary>Connects to a raw address (libnbd's nbd_aio_connect with a sockaddr): a Unix or IP end point.</summary>
@@ -99,7 +99,7 @@ internal static class Connectors
                 catch (SocketException e)
                 {
                     int errno = SocketErrors.ToErrno(e);
-                    throw new NbdException(errno, NbdException.Format(call, "connect: " + ip, errno), e);
+                    throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + ip, errno), e);
                 }
             default:
                 throw new NbdException(Errno.EAFNOSUPPORT, NbdException.Format(call, "address family " + endPoint.AddressFamily + " not supported", Errno.EAFNOSUPPORT));
@@ -130,7 +130,7 @@ internal static class Connectors
         {
             int errno = Marshal.GetLastPInvokeError();
             _ = LibC.Close(fd);
-            throw new NbdException(errno, NbdException.Format(call, "connect: vsock " + cid + ":" + port, errno));
+            throw new NbdConnectionException(errno, NbdException.Format(call, "connect: vsock " + cid + ":" + port, errno));
         }
         var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
         return new OpenedTransport(new SocketTransport(socket), new Endpoint(EndpointKind.Vsock, Cid: cid, VsockPort: port));
@@ -232,7 +232,7 @@ internal static class Connectors
         {
             child?.Reap(TimeSpan.Zero, terminate: true);
             int errno = SocketErrors.ToErrno(e);
-            throw new NbdException(errno, NbdException.Format(call, "connect: " + path, errno), e);
+            throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + path, errno), e);
         }
         finally
         {
@@ -291,7 +291,7 @@ internal static class Connectors
             if (async)
                 await socket.ConnectAsync(endPoint, cancellationToken).ConfigureAwait(false);
             else if (cancellationToken.CanBeCanceled)
-                socket.ConnectAsync(endPoint, cancellationToken).AsTask().GetAwaiter().GetResult(); // a connect timeout can end it
+                ConnectUntilCancelled(socket, endPoint, cancellationToken);
             else
                 socket.Connect(endPoint);
             return new SocketTransport(socket);
@@ -300,6 +300,42 @@ internal static class Connectors
         {
             socket.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// A synchronous connect that a token (a connect timeout, <c>Cancel</c>) can end, without the thread pool: the
+    /// socket connects without blocking and the caller waits in poll(2), in slices of 50 ms, for it to finish or for the
+    /// token to fire.
+    /// </summary>
+    private static void ConnectUntilCancelled(Socket socket, EndPoint endPoint, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        socket.Blocking = false;
+        try
+        {
+            while (true)
+            {
+                try
+                {
+                    // Again once writable: the second connect(2) reports how the first ended (EISCONN: connected).
+                    socket.Connect(endPoint);
+                    return;
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.IsConnected)
+                {
+                    return;
+                }
+                catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress or SocketError.AlreadyInProgress)
+                {
+                    while (!socket.Poll(TimeSpan.FromMilliseconds(50), SelectMode.SelectWrite))
+                        cancellationToken.ThrowIfCancellationRequested();
+                }
+            }
+        }
+        finally
+        {
+            socket.Blocking = true;
         }
     }
 

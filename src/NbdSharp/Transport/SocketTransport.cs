@@ -16,7 +16,6 @@ internal sealed class SocketTransport : Transport
     private static readonly bool UseLibC = OperatingSystem.IsLinux();
     private readonly Socket _socket;
     private readonly SafeHandle _handle;
-    private readonly CopyingSender? _sender;
     private int _aborted;
 
     public SocketTransport(Socket socket)
@@ -25,8 +24,6 @@ internal sealed class SocketTransport : Transport
         _handle = socket.SafeHandle;
         if (socket.ProtocolType == ProtocolType.Tcp)
             socket.NoDelay = true;
-        if (!UseLibC)
-            _sender = new CopyingSender(data => SendAsync(data, CancellationToken.None));
     }
 
     public Socket Socket => _socket;
@@ -108,9 +105,8 @@ internal sealed class SocketTransport : Transport
 
     public override void Send(ReadOnlySpan<byte> data)
     {
-        if (_sender != null)
+        if (!UseLibC)
         {
-            _sender.Finish(-1);
             SendManaged(data);
             return;
         }
@@ -167,8 +163,8 @@ internal sealed class SocketTransport : Transport
     /// </summary>
     public override unsafe int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
     {
-        if (_sender != null)
-            return _sender.TrySend(first, second);
+        if (!UseLibC)
+            return TrySendManaged(first, second);
         bool added = false;
         try
         {
@@ -212,8 +208,8 @@ internal sealed class SocketTransport : Transport
 
     public override unsafe (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
     {
-        if (_sender != null)
-            return (false, _sender.Finish(timeoutMs));
+        if (!UseLibC)
+            return (false, WaitWritable(timeoutMs));
         bool added = false;
         try
         {
@@ -244,8 +240,21 @@ internal sealed class SocketTransport : Transport
         }
     }
 
-    public override bool WaitWritable(int timeoutMs) =>
-        _sender?.Finish(timeoutMs) ?? Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
+    public override bool WaitWritable(int timeoutMs) => Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
+
+    /// <summary>
+    /// Where libc is not called directly: a send of at most <see cref="Transport.SmallSend"/> bytes once the socket
+    /// reports room (which the kernel does only when much of its buffer is free, so that it does not wait).
+    /// </summary>
+    private int TrySendManaged(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    {
+        if (!WaitWritable(0))
+            return 0;
+        ReadOnlySpan<byte> part = first.IsEmpty ? second : first;
+        part = part[..Math.Min(part.Length, SmallSend)];
+        SendManaged(part);
+        return part.Length;
+    }
 
     private bool Wait(short events, SelectMode mode, int timeoutMs)
     {
@@ -300,14 +309,6 @@ internal sealed class SocketTransport : Transport
 
     public override void ShutdownSend()
     {
-        if (_sender != null)
-            _sender.AfterPending(ShutdownSendNow);
-        else
-            ShutdownSendNow();
-    }
-
-    private void ShutdownSendNow()
-    {
         try
         {
             _socket.Shutdown(SocketShutdown.Send);
@@ -342,7 +343,6 @@ internal sealed class SocketTransport : Transport
         if (disposing)
         {
             Abort();
-            _sender?.Dispose();
             _socket.Dispose();
         }
     }

@@ -8,8 +8,8 @@ namespace NbdSharp.Transport;
 /// <summary>
 /// A transport over a full-duplex <see cref="Stream"/>: a TLS stream (<see cref="System.Net.Security.SslStream"/>, or
 /// BouncyCastle's for TLS-PSK) over the socket, or an in-memory pipe. One receive and one send may run at once.
-/// A send that must not block copies the bytes and writes them asynchronously (<see cref="CopyingSender"/>); a sender
-/// that may block writes directly, with a reader running meanwhile (<see cref="PrefersBlockingSend"/>).
+/// A send that must not block writes one TLS record once the socket beneath reports room (<see cref="TrySend"/>); a
+/// sender that may block writes everything at once, with a reader running meanwhile (<see cref="PrefersBlockingSend"/>).
 /// </summary>
 /// <remarks>
 /// A TLS stream holds decrypted bytes that poll(2) on the socket cannot see, so waiting for readability with a
@@ -25,8 +25,7 @@ internal sealed class StreamTransport : Transport
 
     private readonly Stream _stream;
     private readonly Transport? _inner;
-    private readonly Action? _closeWrites;
-    private readonly CopyingSender _sender;
+    private readonly Func<ValueTask>? _closeWrites;
     private Task<int>? _pendingRead;
     private byte[]? _lookAhead;
     private byte[]? _combined;
@@ -37,14 +36,13 @@ internal sealed class StreamTransport : Transport
     /// <param name="stream">The stream, owned by this transport.</param>
     /// <param name="description">What the stream is, for debug messages (e.g. the TLS version and cipher suite).</param>
     /// <param name="inner">A transport under the stream (e.g. the socket under TLS), shut down and disposed with it.</param>
-    /// <param name="closeWrites">Ends the stream's sending side cleanly (TLS close_notify) before the inner half-close.</param>
-    public StreamTransport(Stream stream, string description, Transport? inner = null, Action? closeWrites = null)
+    /// <param name="closeWrites">Starts ending the stream's sending side cleanly (TLS close_notify); the inner half-close follows it.</param>
+    public StreamTransport(Stream stream, string description, Transport? inner = null, Func<ValueTask>? closeWrites = null)
     {
         _stream = stream;
         Description = description;
         _inner = inner;
         _closeWrites = closeWrites;
-        _sender = new CopyingSender(data => SendAsync(data, CancellationToken.None));
     }
 
     public Stream Stream => _stream;
@@ -132,25 +130,48 @@ internal sealed class StreamTransport : Transport
         _pendingRead = _stream.ReadAsync(_lookAhead, 0, _lookAhead.Length);
     }
 
-    public override int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => _sender.TrySend(first, second);
+    /// <summary>
+    /// Once the socket beneath reports room, writes one TLS record of <paramref name="first"/> then
+    /// <paramref name="second"/> (at most <see cref="Transport.SmallSend"/> bytes); 0 while it has none.
+    /// </summary>
+    public override int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    {
+        if (_inner != null && !_inner.WaitWritable(0))
+            return 0;
+        int total = Math.Min(first.Length + second.Length, SmallSend);
+        if (total == 0)
+            return 0;
+        _combined ??= new byte[CombineLimit];
+        int fromFirst = Math.Min(first.Length, total);
+        first[..fromFirst].CopyTo(_combined);
+        second[..(total - fromFirst)].CopyTo(_combined.AsSpan(fromFirst));
+        Send(_combined.AsSpan(0, total));
+        return total;
+    }
 
-    public override bool WaitWritable(int timeoutMs) => _sender.Finish(timeoutMs);
+    public override bool WaitWritable(int timeoutMs) => _inner?.WaitWritable(timeoutMs) ?? true;
 
+    /// <summary>
+    /// Readable means the look-ahead read has data (a TLS stream may hold records the socket no longer shows), writable
+    /// that the socket beneath has room. Both are watched in slices of 10 ms: this wait happens only while a send waits
+    /// for room, which is rare.
+    /// </summary>
     public override (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
     {
-        WaitHandle? writing = _sender.PendingHandle;
-        if (writing == null)
-            return (false, true);
-        if (_aheadEnd > _aheadStart)
-            return (true, false);
-        StartLookAhead();
-        int which = WaitHandle.WaitAny([((IAsyncResult)_pendingRead!).AsyncWaitHandle, writing], timeoutMs);
-        return which switch
+        long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
+        while (true)
         {
-            0 => (true, _sender.PendingHandle == null),
-            1 => (_pendingRead!.IsCompleted, true),
-            _ => (false, false),
-        };
+            bool readable = WaitReadable(0);
+            bool writable = WaitWritable(0);
+            if (readable || writable)
+                return (readable, writable);
+            long remaining = deadline - Environment.TickCount64;
+            if (remaining <= 0)
+                return (false, false);
+            int slice = (int)Math.Min(10, remaining);
+            if (WaitReadable(slice))
+                return (true, WaitWritable(0));
+        }
     }
 
     /// <summary>A request header and a small payload go out as one write (one TLS record, not two).</summary>
@@ -172,7 +193,6 @@ internal sealed class StreamTransport : Transport
     {
         if (data.IsEmpty)
             return;
-        _sender.Finish(-1);
         try
         {
             _stream.Write(data);
@@ -212,23 +232,38 @@ internal sealed class StreamTransport : Transport
             : new TransportException(Errno.EIO, call + ": " + e.Message, e);
     }
 
+    /// <summary>
+    /// Says goodbye to TLS (close_notify), then half-closes the socket beneath: without waiting, as the close_notify
+    /// may be written asynchronously, so that a synchronous call never waits on the thread pool for it.
+    /// </summary>
     public override void ShutdownSend()
     {
         if (Interlocked.Exchange(ref _shutdown, 1) != 0)
             return;
-        // What TrySend took may still be on its way: the half-close follows it.
-        _sender.AfterPending(CloseWrites);
-    }
-
-    private void CloseWrites()
-    {
+        ValueTask closing = default;
         try
         {
-            _closeWrites?.Invoke();
+            closing = _closeWrites?.Invoke() ?? default;
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
             // The peer may already be gone; the half-close below still tells it we are done.
+        }
+        if (!closing.IsCompleted)
+        {
+            closing.AsTask().ContinueWith(static (t, inner) =>
+            {
+                _ = t.Exception;
+                ((Transport?)inner)?.ShutdownSend();
+            }, _inner, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            return;
+        }
+        try
+        {
+            closing.GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
         }
         _inner?.ShutdownSend();
     }
@@ -255,7 +290,6 @@ internal sealed class StreamTransport : Transport
                 // A TLS stream may try to say goodbye on a connection that is already gone.
             }
             _pendingRead?.ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
-            _sender.Dispose();
             _inner?.Dispose();
         }
     }

@@ -37,9 +37,17 @@ internal abstract class Transport : IDisposable
     public abstract int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
 
     /// <summary>
+    /// The most bytes a transport that cannot try a send (a TLS stream; a socket where libc is not called directly)
+    /// sends at once when its socket reports room: one TLS record. The kernel reports room only when a good part of
+    /// the socket's buffer is free (three quarters of it for a Unix socket, a third for TCP), so such a send does not
+    /// wait in practice.
+    /// </summary>
+    protected const int SmallSend = 16 * 1024 - 256;
+
+    /// <summary>
     /// Whether a thread that must send everything should call <see cref="Send(ReadOnlySpan{byte}, ReadOnlySpan{byte})"/> (with a reader running meanwhile)
-    /// rather than loop on <see cref="TrySend"/>: true where a non-blocking send costs a copy and a hand-off to
-    /// another thread (a TLS stream).
+    /// rather than loop on <see cref="TrySend"/>: true where <see cref="TrySend"/> sends in small pieces (a TLS
+    /// stream), so that a large payload goes out in one write.
     /// </summary>
     public virtual bool PrefersBlockingSend => false;
 

@@ -1,12 +1,13 @@
 using System;
 
-namespace NbdSharp.Engine;
+namespace NbdSharp.Protocol;
 
 /// <summary>
 /// The parts of a structured read the server has answered (data, holes), as sorted, merged, disjoint ranges
 /// relative to the request. A read succeeds only if its chunks tile the request exactly once: no overlap and
 /// no gap. Chunks in order merge into one range, so the common case costs nothing; out-of-order chunks are
-/// bounded by <see cref="MaxRanges"/> so a hostile server cannot make the check quadratic.
+/// bounded by <see cref="MaxRanges"/> so a hostile server cannot make the check quadratic. One lives in each pooled
+/// command; its arrays grow only for a fragmented reply, and shrink back when the command is reused.
 /// </summary>
 internal sealed class Coverage
 {
