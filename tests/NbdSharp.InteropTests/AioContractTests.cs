@@ -97,6 +97,70 @@ public class AioContractTests
         }
     }
 
+    /// <summary>
+    /// Over TLS a send that must not block writes one record once the socket reports room (which the kernel does only
+    /// with most of its buffer free): the aio calls still return at once against a stopped server.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AioWrites_OverTls_ToAStoppedServer_ReturnAtOnce(bool psk)
+    {
+        using var files = new TlsFiles();
+        using ServerProcess server = psk
+            ? Peers.Nbdkit("--tls=require", "--tls-psk=" + files.PskFile, "memory", "128M")
+            : Peers.Nbdkit("--tls=require", "--tls-certificates=" + files.ServerDirectory, "memory", "128M");
+        using var h = new NbdHandle();
+        h.SetTls(TlsMode.Require);
+        if (psk)
+        {
+            h.SetTlsPskFile(files.PskFile);
+            h.SetTlsUsername("alice");
+        }
+        else
+        {
+            h.SetTlsCertificates(files.TrustOnlyDirectory);
+        }
+        h.ConnectUnix(server.Socket);
+        Assert.True(h.GetTlsNegotiated());
+        server.Signal(Native.SIGSTOP);
+        var data = new List<byte[]>();
+        for (int i = 0; i < Writes; i++)
+            data.Add(Pattern(500 + i));
+        int completions = 0;
+        Task issuing = Task.Run(() =>
+        {
+            for (int i = 0; i < Writes; i++)
+            {
+                h.AioPwrite(data[i], (ulong)i * WriteSize, (ref int error) =>
+                {
+                    Assert.Equal(0, error);
+                    Interlocked.Increment(ref completions);
+                    return 1;
+                });
+            }
+        });
+        Assert.True(issuing.Wait(Deadline), "an aio call blocked on a stopped server over TLS");
+        Assert.Equal(Writes, h.AioInFlight());
+        Assert.Equal(AioDirection.Both, h.AioGetDirection());
+        Assert.Equal(0, Volatile.Read(ref completions));
+
+        server.Signal(Native.SIGCONT);
+        DateTime until = DateTime.UtcNow + Deadline;
+        while (h.AioInFlight() > 0)
+        {
+            Assert.True(DateTime.UtcNow < until, "the queued writes did not go out from Poll");
+            h.Poll(1000);
+        }
+        Assert.Equal(Writes, completions);
+        byte[] back = new byte[WriteSize];
+        for (int i = 0; i < Writes; i++)
+        {
+            h.Pread(back, (ulong)i * WriteSize);
+            Assert.True(back.AsSpan().SequenceEqual(data[i]), $"write {i} reads back different");
+        }
+    }
+
     [Fact]
     public void OutsideEventLoop_SendsTheQueue_WithAioNotifyWrite()
     {

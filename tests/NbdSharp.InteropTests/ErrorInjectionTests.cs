@@ -195,8 +195,10 @@ public class ErrorInjectionTests
             aioError = error;
             return 1;
         });
-        // Every request has gone out (nothing waits to be written); the delay filter holds the replies back.
+        // Every request has gone out and nbdkit has read it (a server killed with unread requests resets the
+        // connection: ECONNRESET); the delay filter holds the replies back.
         Assert.Equal(AioDirection.Read, h.AioGetDirection());
+        Assert.True(SpinWait.SpinUntil(() => Native.UnreadByPeer(h.AioGetFd()) == 0, TimeSpan.FromSeconds(10)));
         server.Signal(Native.SIGKILL);
         foreach (Task read in reads)
         {

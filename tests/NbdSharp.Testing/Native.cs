@@ -30,6 +30,16 @@ public static partial class Native
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     private static unsafe partial int PollCore(PollFd* fds, nuint count, int timeout);
 
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static unsafe partial int IoctlCore(int fd, nuint request, int* value);
+
+    /// <summary>The bytes sent on socket <paramref name="fd"/> that the peer has not read yet (SIOCOUTQ), or -1.</summary>
+    public static unsafe int UnreadByPeer(int fd)
+    {
+        int queued;
+        return IoctlCore(fd, 0x5411, &queued) == 0 ? queued : -1;
+    }
+
     /// <summary>poll(2) on one descriptor for <paramref name="events"/>; the events that happened (0 on timeout).</summary>
     public static unsafe short Poll(int fd, short events, int timeoutMs)
     {

@@ -91,6 +91,17 @@ internal static unsafe partial class LibC
     [LibraryImport("libc", EntryPoint = "connect", SetLastError = true)]
     public static partial int Connect(int fd, void* address, uint length);
 
+    /// <summary>ioctl request: bytes in a socket's send queue, not yet taken by the peer (TCP and Unix sockets).</summary>
+    public const uint SIOCOUTQ = 0x5411;
+    public const int SOL_SOCKET = 1;
+    public const int SO_SNDBUF = 7;
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, nuint request, int* value);
+
+    [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
+    public static partial int GetSockOpt(int fd, int level, int name, int* value, uint* length);
+
     [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
     public static partial int Bind(int fd, void* address, uint length);
 

@@ -17,6 +17,7 @@ internal sealed class SocketTransport : Transport
     private readonly Socket _socket;
     private readonly SafeHandle _handle;
     private int _aborted;
+    private int _sendBufferSize;
 
     public SocketTransport(Socket socket)
     {
@@ -241,6 +242,40 @@ internal sealed class SocketTransport : Transport
     }
 
     public override bool WaitWritable(int timeoutMs) => Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
+
+    public override unsafe int RoomToSend()
+    {
+        if (!UseLibC)
+            return -1;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            int fd = (int)_handle.DangerousGetHandle();
+            if (_sendBufferSize == 0)
+            {
+                // Read once: TCP may grow it later, which only leaves more room than counted.
+                int size;
+                uint length = sizeof(int);
+                if (LibC.GetSockOpt(fd, LibC.SOL_SOCKET, LibC.SO_SNDBUF, &size, &length) != 0)
+                    return -1;
+                _sendBufferSize = size;
+            }
+            int queued;
+            if (LibC.Ioctl(fd, LibC.SIOCOUTQ, &queued) != 0)
+                return -1;
+            return Math.Max(0, (_sendBufferSize / 2) - queued);
+        }
+        catch (ObjectDisposedException)
+        {
+            return -1;
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
 
     /// <summary>
     /// Where libc is not called directly: a send of at most <see cref="Transport.SmallSend"/> bytes once the socket

@@ -29,6 +29,9 @@ internal sealed class StreamTransport : Transport
     private Task<int>? _pendingRead;
     private byte[]? _lookAhead;
     private byte[]? _combined;
+
+    /// <summary>Bytes <see cref="TrySend"/> may still write without looking at the socket again (under the writer).</summary>
+    private int _budget;
     private int _aheadStart;
     private int _aheadEnd;
     private int _shutdown;
@@ -131,47 +134,67 @@ internal sealed class StreamTransport : Transport
     }
 
     /// <summary>
-    /// Once the socket beneath reports room, writes one TLS record of <paramref name="first"/> then
-    /// <paramref name="second"/> (at most <see cref="Transport.SmallSend"/> bytes); 0 while it has none.
+    /// Writes TLS records of <paramref name="first"/> then <paramref name="second"/>, one record
+    /// (<see cref="Transport.SmallSend"/> bytes at most) at a time, while the socket beneath has room for it (see
+    /// <see cref="HasRoom"/>). Returns the bytes written, 0 when there is no room.
     /// </summary>
     public override int TrySend(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
     {
-        if (_inner != null && !_inner.WaitWritable(0))
-            return 0;
-        int total = Math.Min(first.Length + second.Length, SmallSend);
-        if (total == 0)
-            return 0;
         _combined ??= new byte[CombineLimit];
-        int fromFirst = Math.Min(first.Length, total);
-        first[..fromFirst].CopyTo(_combined);
-        second[..(total - fromFirst)].CopyTo(_combined.AsSpan(fromFirst));
-        Send(_combined.AsSpan(0, total));
-        return total;
+        int total = first.Length + second.Length;
+        int sent = 0;
+        while (sent < total)
+        {
+            int n = Math.Min(total - sent, SmallSend);
+            if (!HasRoom(n, firstRecord: sent == 0))
+                break;
+            int fromFirst = Math.Clamp(first.Length - sent, 0, n);
+            first.Slice(Math.Min(sent, first.Length), fromFirst).CopyTo(_combined);
+            second.Slice(Math.Max(0, sent - first.Length), n - fromFirst).CopyTo(_combined.AsSpan(fromFirst));
+            Write(_combined.AsSpan(0, n));
+            _budget -= n + RecordOverhead;
+            sent += n;
+        }
+        return sent;
+    }
+
+    /// <summary>What a TLS record adds to its plaintext, at most (header, tag, padding).</summary>
+    private const int RecordOverhead = 64;
+
+    /// <summary>Room kept free in the socket's buffer beyond what is written, for the kernel's own accounting.</summary>
+    private const int Margin = 8 * 1024;
+
+    /// <summary>
+    /// Whether a record of <paramref name="n"/> bytes goes out without waiting. The socket's room
+    /// (<see cref="Transport.RoomToSend"/>, a system call) is looked at only when the budget left from the last look is
+    /// spent: the queue can only have shrunk since. Where the socket cannot tell, the first record of a call goes once
+    /// the socket reports room, which the kernel does only with much of its buffer free.
+    /// </summary>
+    private bool HasRoom(int n, bool firstRecord)
+    {
+        if (_inner == null || _budget >= n + RecordOverhead)
+            return true;
+        int room = _inner.RoomToSend();
+        if (room >= 0)
+        {
+            _budget = room - Margin;
+            return _budget >= n + RecordOverhead;
+        }
+        return firstRecord && _inner.WaitWritable(0);
     }
 
     public override bool WaitWritable(int timeoutMs) => _inner?.WaitWritable(timeoutMs) ?? true;
 
     /// <summary>
-    /// Readable means the look-ahead read has data (a TLS stream may hold records the socket no longer shows), writable
-    /// that the socket beneath has room. Both are watched in slices of 10 ms: this wait happens only while a send waits
-    /// for room, which is rare.
+    /// Readable once records arrive on the socket beneath (or the look-ahead read has data), writable once it has room:
+    /// one poll(2) for both. A TLS stream may also hold a whole record the socket no longer shows; that one is read
+    /// with the next arrival or once the server, taking our requests, makes room.
     /// </summary>
     public override (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
     {
-        long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
-        while (true)
-        {
-            bool readable = WaitReadable(0);
-            bool writable = WaitWritable(0);
-            if (readable || writable)
-                return (readable, writable);
-            long remaining = deadline - Environment.TickCount64;
-            if (remaining <= 0)
-                return (false, false);
-            int slice = (int)Math.Min(10, remaining);
-            if (WaitReadable(slice))
-                return (true, WaitWritable(0));
-        }
+        if (_aheadEnd > _aheadStart || _pendingRead is { IsCompleted: true })
+            return (true, WaitWritable(0));
+        return _inner?.WaitReadableOrWritable(timeoutMs) ?? (true, true);
     }
 
     /// <summary>A request header and a small payload go out as one write (one TLS record, not two).</summary>
@@ -190,6 +213,13 @@ internal sealed class StreamTransport : Transport
     }
 
     public override void Send(ReadOnlySpan<byte> data)
+    {
+        // A send that may wait spends room the budget of TrySend does not know about.
+        _budget = 0;
+        Write(data);
+    }
+
+    private void Write(ReadOnlySpan<byte> data)
     {
         if (data.IsEmpty)
             return;

@@ -52,6 +52,12 @@ internal abstract class Transport : IDisposable
     public virtual bool PrefersBlockingSend => false;
 
     /// <summary>
+    /// Roughly how many more bytes a send takes at once without waiting (half the send buffer less what is queued in
+    /// it, which leaves room for the kernel's own overhead), or -1 where the transport cannot tell.
+    /// </summary>
+    public virtual int RoomToSend() => -1;
+
+    /// <summary>
     /// Waits until a receive would not block (data, end of stream or an error), at most
     /// <paramref name="timeoutMs"/> milliseconds (-1 = forever). Returns false on timeout.
     /// </summary>
