@@ -1,6 +1,6 @@
 using System;
 using System.Globalization;
-using System.Text;
+using System.Collections.Generic;
 
 namespace NbdSharp;
 
@@ -127,55 +127,31 @@ public sealed partial class NbdHandle
         const string call = "nbd_get_uri";
         CheckState(call, Allowed.Connecting | Allowed.Negotiating | Allowed.Connected | Allowed.Closed | Allowed.Dead);
         Transport.Endpoint endpoint = _endpoint;
-        bool tls = _tls != TlsMode.Disable;
-        var uri = new StringBuilder();
-        var query = new StringBuilder();
-        switch (endpoint.Kind)
+        // libnbd: nbds when TLS is required or was negotiated.
+        bool tls = _tls == TlsMode.Require || _export is { TlsNegotiated: true };
+        var query = new List<KeyValuePair<string, string>>();
+        (NbdUriTransport transport, string? host, int? port) = endpoint.Kind switch
         {
-            case Transport.EndpointKind.Tcp:
-                uri.Append(tls ? "nbds://" : "nbd://");
-                AppendUser(uri);
-                uri.Append(endpoint.Host.Contains(':', StringComparison.Ordinal) ? "[" + endpoint.Host + "]" : endpoint.Host)
-                   .Append(':').Append(endpoint.Port);
-                break;
-            case Transport.EndpointKind.Unix:
-                uri.Append(tls ? "nbds+unix://" : "nbd+unix://");
-                AppendUser(uri);
-                AppendQuery(query, "socket", endpoint.Host);
-                break;
-            case Transport.EndpointKind.Vsock:
-                uri.Append(tls ? "nbds+vsock://" : "nbd+vsock://");
-                AppendUser(uri);
-                uri.Append(endpoint.Cid.ToString(CultureInfo.InvariantCulture)).Append(':')
-                   .Append(endpoint.VsockPort.ToString(CultureInfo.InvariantCulture));
-                break;
-            default:
-                throw Error(call, Errno.EINVAL, "cannot construct a URI for this connection type");
-        }
-        uri.Append('/').Append(NbdUri.Encode(_exportName, inQuery: false));
+            Transport.EndpointKind.Tcp => (NbdUriTransport.Tcp, endpoint.Host, (int?)NumericPort(endpoint.Port)),
+            Transport.EndpointKind.Unix => (NbdUriTransport.Unix, (string?)null, (int?)null),
+            Transport.EndpointKind.Vsock => (NbdUriTransport.Vsock, endpoint.Cid.ToString(CultureInfo.InvariantCulture), (int?)(int)endpoint.VsockPort),
+            _ => throw Error(call, Errno.EINVAL, "cannot construct a URI for this connection type"),
+        };
+        if (transport == NbdUriTransport.Unix)
+            query.Add(new("socket", endpoint.Host));
         if (_tlsCertificates != null)
-            AppendQuery(query, "tls-certificates", _tlsCertificates);
+            query.Add(new("tls-certificates", _tlsCertificates));
         if (_tlsPskFile != null)
-            AppendQuery(query, "tls-psk-file", _tlsPskFile);
+            query.Add(new("tls-psk-file", _tlsPskFile));
         if (_tlsHostname != null)
-            AppendQuery(query, "tls-hostname", _tlsHostname);
+            query.Add(new("tls-hostname", _tlsHostname));
         if (!_tlsVerifyPeer)
-            AppendQuery(query, "tls-verify-peer", "false");
-        if (query.Length > 0)
-            uri.Append('?').Append(query);
-        return uri.ToString();
+            query.Add(new("tls-verify-peer", "false"));
+        return NbdUri.Describe(transport, tls, _tlsUsername, host, port, _exportName, query).ToString();
     }
 
-    private void AppendUser(StringBuilder uri)
-    {
-        if (_tlsUsername != null)
-            uri.Append(NbdUri.Encode(_tlsUsername, inQuery: true).Replace("/", "%2F", StringComparison.Ordinal)).Append('@');
-    }
+    /// <summary>A TCP port as the URI prints it: the number, or the NBD port for the service name "nbd".</summary>
+    private static int NumericPort(string port) =>
+        int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out int number) ? number : Protocol.NbdProtocol.DefaultPort;
 
-    private static void AppendQuery(StringBuilder query, string name, string value)
-    {
-        if (query.Length > 0)
-            query.Append('&');
-        query.Append(name).Append('=').Append(NbdUri.Encode(value, inQuery: true));
-    }
 }

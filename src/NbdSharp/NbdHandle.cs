@@ -170,7 +170,15 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
     /// command completes once). Afterwards the handle holds no callback: those of commands in flight, the debug
     /// callback and the logger are released, as libnbd frees them.
     /// </summary>
-    public void Dispose()
+    public void Dispose() => SyncPath.Wait(CloseAsync(async: false));
+
+    /// <inheritdoc cref="Dispose"/>
+    /// <remarks>Nothing here blocks the calling thread: leaving negotiation and waiting for a child server to exit are awaited.</remarks>
+    /// <returns>A task that completes when the handle is closed and its child server, if any, has exited.</returns>
+    public ValueTask DisposeAsync() => CloseAsync(async: true);
+
+    /// <summary>Closes the handle, once; with <paramref name="async"/> false it completes synchronously.</summary>
+    private async ValueTask CloseAsync(bool async)
     {
         CommandEngine? engine;
         Transport.Transport? transport;
@@ -194,7 +202,7 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         {
             // Leaving negotiation politely, as libnbd's close does not (it just closes): NBD_OPT_ABORT.
             if (CurrentState == HandleState.Negotiating)
-                SyncPath.Wait(negotiator.AbortAsync(async: false, System.Threading.CancellationToken.None));
+                await negotiator.AbortAsync(async, System.Threading.CancellationToken.None).ConfigureAwait(false);
             negotiator.Transport.Dispose();
             negotiator.Dispose();
         }
@@ -215,19 +223,12 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         }
         transport?.Dispose();
         // Socket activation children run until told; a command child ends when its connection closes.
-        _child?.Reap(ChildGrace, _child.TerminateOnClose);
+        if (_child != null)
+            await _child.ReapAsync(ChildGrace, _child.TerminateOnClose, async).ConfigureAwait(false);
     }
 
     /// <summary>How long a closing handle waits for its child server to exit before terminating it.</summary>
     private static readonly TimeSpan ChildGrace = TimeSpan.FromSeconds(5);
-
-    /// <inheritdoc cref="Dispose"/>
-    /// <returns>A completed task.</returns>
-    public ValueTask DisposeAsync()
-    {
-        Dispose();
-        return ValueTask.CompletedTask;
-    }
 
     /// <summary>A thread-safe snapshot of the negotiated export, or null before the server sent it.</summary>
     private NegotiatedExport? Export => _export;

@@ -40,6 +40,24 @@ public sealed class NbdUri
         Query = query;
     }
 
+    /// <summary>
+    /// A URI for what a handle connected to (<c>nbd_get_uri</c>): the scheme follows <paramref name="transport"/> and
+    /// <paramref name="tls"/>, the host is an IPv6 literal when it holds a colon.
+    /// </summary>
+    internal static NbdUri Describe(NbdUriTransport transport, bool tls, string? user, string? host, int? port, string exportName,
+        IReadOnlyList<KeyValuePair<string, string>> query)
+    {
+        string scheme = (tls ? "nbds" : "nbd") + transport switch
+        {
+            NbdUriTransport.Unix => "+unix",
+            NbdUriTransport.Vsock => "+vsock",
+            NbdUriTransport.Ssh => "+ssh",
+            _ => "",
+        };
+        bool literalHost = host != null && host.Contains(':', StringComparison.Ordinal);
+        return new NbdUri(scheme, transport, tls, user, host, literalHost, port, exportName, query);
+    }
+
     /// <summary>The scheme, lower case (e.g. <c>nbd+unix</c>).</summary>
     public string Scheme { get; }
 

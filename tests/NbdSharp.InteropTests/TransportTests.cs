@@ -132,8 +132,9 @@ public class TransportTests
         await using var h = new NbdHandle();
         h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "--filter=delay", "memory", "1M", "rdelay=10"]);
         Task read = h.PreadAsync(new byte[512], 0).AsTask();
-        await Task.Delay(100);
-        h.KillSubprocess(9);
+        // nbdkit has read the request (killed with it unread, it would reset the connection: ECONNRESET).
+        Assert.True(SpinWait.SpinUntil(() => Native.UnreadByPeer(h.AioGetFd()) == 0, TimeSpan.FromSeconds(10)));
+        h.KillSubprocess(Native.SIGKILL);
         var e = await Assert.ThrowsAsync<NbdConnectionException>(() => read.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal(Errno.ENOTCONN, e.Errno);
         Assert.True(h.AioIsDead());
@@ -240,12 +241,26 @@ public class TransportTests
         using Process nbdkit = Process.Start(info)!;
         try
         {
-            Thread.Sleep(500);
-            using var h = new NbdHandle();
-            Task connect = Task.Run(() => h.ConnectVsock(1, port));
-            if (!((IAsyncResult)connect).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(5)) || connect.IsFaulted)
-                Assert.Skip("this kernel offers no vsock loopback to CID 1 (no vsock_loopback transport): " +
-                            (connect.Exception?.InnerException?.Message ?? "connect timed out"));
+            // nbdkit takes a moment to listen: connect until it answers, or until it is clear nothing will.
+            NbdHandle? h = null;
+            Exception? last = null;
+            bool connected = SpinWait.SpinUntil(() =>
+            {
+                var attempt = new NbdHandle();
+                Task connect = Task.Run(() => attempt.ConnectVsock(1, port));
+                if (((IAsyncResult)connect).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(5)) && !connect.IsFaulted)
+                {
+                    h = attempt;
+                    return true;
+                }
+                last = connect.Exception?.InnerException ?? new TimeoutException("connect timed out");
+                attempt.Dispose();
+                // Refused: not listening yet, try again; anything else is final.
+                return nbdkit.HasExited || last is not NbdException { Errno: Errno.ECONNREFUSED };
+            }, TimeSpan.FromSeconds(10));
+            if (!connected || h == null)
+                Assert.Skip("this kernel offers no vsock loopback to CID 1 (no vsock_loopback transport): " + last?.Message);
+            using NbdHandle handle = h;
             Assert.Equal(1 << 20, h.GetSize());
             Assert.Equal($"nbd+vsock://1:{port}/", h.GetUri());
             using var viaUri = new NbdHandle();

@@ -5,6 +5,7 @@ namespace NbdSharp.Testing;
 /// <summary>libc calls the test helpers need.</summary>
 public static partial class Native
 {
+    public const int SIGINT = 2;
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
     public const int SIGCONT = 18;

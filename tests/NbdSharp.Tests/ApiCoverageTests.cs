@@ -8,6 +8,7 @@ using Xunit;
 namespace NbdSharp.Tests;
 
 /// <summary>Every libnbd 1.24 call has its NbdSharp counterpart, named by API.md's rule (libnbd-api.tsv lists all 165).</summary>
+[Trait("Tier", "Unit")]
 public class ApiCoverageTests
 {
     public static TheoryData<string, string> Calls()

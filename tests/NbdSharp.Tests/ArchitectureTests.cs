@@ -14,6 +14,7 @@ namespace NbdSharp.Tests;
 /// signatures, fields, attributes and method bodies, read with Mono.Cecil, must point to a layer the referring one may
 /// use. The public vocabulary is what src/NbdSharp/Vocabulary declares; the facade is the rest of the root namespace.
 /// </summary>
+[Trait("Tier", "Unit")]
 public partial class ArchitectureTests
 {
     private const string Vocabulary = "Vocabulary";

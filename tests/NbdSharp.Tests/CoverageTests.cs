@@ -6,6 +6,7 @@ using Xunit;
 namespace NbdSharp.Tests;
 
 /// <summary>Structured read reassembly: a reply is accepted iff its chunks tile the request exactly once.</summary>
+[Trait("Tier", "Unit")]
 public class CoverageTests
 {
     [Fact]

@@ -108,7 +108,8 @@ public class EngineTests
         buffer.AsSpan().Fill(0x11);
         using var cts = new CancellationTokenSource();
         Task read = h.PreadAsync(buffer, 0, cancellationToken: cts.Token).AsTask();
-        await Task.Delay(50);
+        // Cancelled while the server holds the reply back (it waits 300 ms after reading the request).
+        Assert.True(SpinWait.SpinUntil(() => !seen.IsEmpty, Scripted.Deadline));
         await cts.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => read.WaitAsync(Scripted.Deadline));
         // The reply still arrives; a later command proves it was drained and the connection is in sync.

@@ -10,6 +10,7 @@ namespace NbdSharp.Tests;
 /// without breaking a promise, the well-formed seeds make every command succeed (so the targets reach the
 /// transmission phase and are not vacuous), and each harness check fires on a crafted violation.
 /// </summary>
+[Trait("Tier", "Unit")]
 public class FuzzCorpusTests
 {
     public static TheoryData<string> Targets => new(FuzzTargets.Names);

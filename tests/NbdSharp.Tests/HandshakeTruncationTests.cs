@@ -11,6 +11,7 @@ namespace NbdSharp.Tests;
 /// not earn: below the end of the handshake the connect fails, after it the commands without their whole reply
 /// fail, each exactly once (the fuzzing harness checks that), and only the whole transcript succeeds.
 /// </summary>
+[Trait("Tier", "Unit")]
 public class HandshakeTruncationTests
 {
     [Theory]

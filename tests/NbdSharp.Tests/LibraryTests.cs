@@ -4,6 +4,7 @@ using Xunit;
 namespace NbdSharp.Tests;
 
 /// <summary>The calls about the library itself, which need no server.</summary>
+[Trait("Tier", "Unit")]
 public class LibraryTests
 {
     [Fact]

@@ -2,6 +2,7 @@ using Xunit;
 
 namespace NbdSharp.Tests;
 
+[Trait("Tier", "Unit")]
 public class NbdUriTests
 {
     [Theory]

@@ -13,6 +13,7 @@ namespace NbdSharp.Tests;
 /// independent encoder of the fuzzing harness; structured read reassembly accepts exactly the chunk sequences
 /// that tile the request once.
 /// </summary>
+[Trait("Tier", "Unit")]
 public class PropertyTests
 {
     private const long Iterations = 2000;

@@ -7,6 +7,7 @@ using Xunit;
 namespace NbdSharp.Tests;
 
 /// <summary>The pure checks the reader and the handshake apply to what a server sends, tested on values and bytes.</summary>
+[Trait("Tier", "Unit")]
 public class ProtocolChecksTests
 {
     [Theory]

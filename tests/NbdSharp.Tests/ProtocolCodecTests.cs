@@ -5,6 +5,7 @@ using Xunit;
 namespace NbdSharp.Tests;
 
 /// <summary>Every header and payload codec against byte vectors written out from doc/proto.md's layouts.</summary>
+[Trait("Tier", "Unit")]
 public class ProtocolCodecTests
 {
     private static byte[] Hex(string hex) => Convert.FromHexString(hex.Replace(" ", "", StringComparison.Ordinal));

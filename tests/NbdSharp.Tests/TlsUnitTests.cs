@@ -8,6 +8,7 @@ using Xunit;
 namespace NbdSharp.Tests;
 
 /// <summary>GnuTLS priority strings and PSK key files, without a server.</summary>
+[Trait("Tier", "Unit")]
 public class TlsUnitTests
 {
     [Theory]

@@ -530,16 +530,17 @@ public class NbdCopyTests
     [Fact]
     public void ServerKilledMidCopy_FailsWithinSeconds()
     {
-        using ServerProcess source = Peers.Nbdkit("-r", "--filter=delay", "pattern", "1G", "rdelay=20ms");
         using var dir = new TempDirectory();
+        string log = dir.File("source.log");
+        using ServerProcess source = Peers.Nbdkit([.. ServerLog.Arguments(log), "-r", "--filter=delay", "pattern", "1G", "rdelay=20ms"]);
         var watch = Stopwatch.StartNew();
         var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in new[] { source.Uri, dir.File("out.img") })
             info.ArgumentList.Add(a);
         using Process copy = Process.Start(info)!;
         System.Threading.Tasks.Task<string> stderr = copy.StandardError.ReadToEndAsync();
-        System.Threading.Thread.Sleep(1000);
-        source.Signal(9);
+        Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
+        source.Signal(Native.SIGKILL);
         Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(30)), "nbdcopy did not exit after its server died");
         Assert.NotEqual(0, copy.ExitCode);
         string message = stderr.Result;

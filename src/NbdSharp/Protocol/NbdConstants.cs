@@ -135,9 +135,6 @@ internal static class NbdProtocol
     /// <summary>The default IANA port of NBD.</summary>
     public const int DefaultPort = 10809;
 
-    /// <summary>Size of the greeting's first two magic words.</summary>
-    public const int GreetingSize = 16;
-
     /// <summary>Size of an oldstyle handshake in total.</summary>
     public const int OldstyleHandshakeSize = 152;
 

@@ -27,18 +27,4 @@ internal static class NbdErrors
         Eshutdown => Errno.ESHUTDOWN,
         _ => Errno.EINVAL,
     };
-
-    /// <summary>The NBD error value a server would send for <paramref name="errno"/> (unknown values become EINVAL).</summary>
-    public static uint FromErrno(int errno) => errno switch
-    {
-        0 => Success,
-        Errno.EPERM => Eperm,
-        Errno.EIO => Eio,
-        Errno.ENOMEM => Enomem,
-        Errno.ENOSPC => Enospc,
-        Errno.EOVERFLOW => Eoverflow,
-        Errno.ENOTSUP => Enotsup,
-        Errno.ESHUTDOWN => Eshutdown,
-        _ => Einval,
-    };
 }

@@ -4,6 +4,7 @@ using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading;
+using System.Threading.Tasks;
 
 namespace NbdSharp.Transport;
 
@@ -12,7 +13,7 @@ namespace NbdSharp.Transport;
 /// with posix_spawn, which can hand the child a file descriptor (its stdin/stdout, or fd 3) where .NET's
 /// Process cannot, and with default signal dispositions and an empty signal mask, as after fork and exec.
 /// </summary>
-internal sealed unsafe class Subprocess
+internal sealed class Subprocess
 {
     private int _reaped;
 
@@ -37,7 +38,7 @@ internal sealed unsafe class Subprocess
     /// fd to a child fd) and with <paramref name="environment"/> in front of the current environment, replacing
     /// any variable of the same name.
     /// </summary>
-    public static Subprocess Spawn(IReadOnlyList<string> argv, IReadOnlyList<(int ParentFd, int ChildFd)> fdMap,
+    public static unsafe Subprocess Spawn(IReadOnlyList<string> argv, IReadOnlyList<(int ParentFd, int ChildFd)> fdMap,
         IReadOnlyList<KeyValuePair<string, string>> environment, bool terminateOnClose, string call)
     {
         var variables = new List<string>();
@@ -116,11 +117,23 @@ internal sealed unsafe class Subprocess
     /// </summary>
     public void Reap(TimeSpan grace, bool terminate)
     {
+        ValueTask reaping = ReapAsync(grace, terminate, async: false);
+        if (!reaping.IsCompleted)
+            throw new InvalidOperationException("internal error: a synchronous path did not complete synchronously");
+        reaping.GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// <see cref="Reap"/>, waiting with <see cref="Task.Delay(int)"/> rather than on the calling thread when
+    /// <paramref name="async"/>; with <paramref name="async"/> false it completes synchronously.
+    /// </summary>
+    public async ValueTask ReapAsync(TimeSpan grace, bool terminate, bool async)
+    {
         if (Interlocked.Exchange(ref _reaped, 1) != 0)
             return;
         try
         {
-            WaitForExit(grace, terminate);
+            await WaitForExitAsync(grace, terminate, async).ConfigureAwait(false);
         }
         finally
         {
@@ -128,7 +141,7 @@ internal sealed unsafe class Subprocess
         }
     }
 
-    private void WaitForExit(TimeSpan grace, bool terminate)
+    private async ValueTask WaitForExitAsync(TimeSpan grace, bool terminate, bool async)
     {
         if (terminate)
             _ = LibC.Kill(Pid, LibC.SIGTERM);
@@ -136,9 +149,7 @@ internal sealed unsafe class Subprocess
         bool termSent = terminate;
         while (true)
         {
-            int status;
-            int r = LibC.WaitPid(Pid, &status, LibC.WNOHANG);
-            if (r == Pid || (r == -1 && Marshal.GetLastPInvokeError() == LibC.ECHILD))
+            if (Exited(block: false))
                 return;
             long now = Environment.TickCount64;
             if (now >= deadline)
@@ -152,12 +163,23 @@ internal sealed unsafe class Subprocess
                 else
                 {
                     _ = LibC.Kill(Pid, LibC.SIGKILL);
-                    _ = LibC.WaitPid(Pid, &status, 0);
+                    Exited(block: true);
                     return;
                 }
             }
-            Thread.Sleep(5);
+            if (async)
+                await Task.Delay(5).ConfigureAwait(false);
+            else
+                Thread.Sleep(5);
         }
+    }
+
+    /// <summary>Whether the child has exited (and is reaped); <paramref name="block"/> waits for it (after SIGKILL).</summary>
+    private unsafe bool Exited(bool block)
+    {
+        int status;
+        int r = LibC.WaitPid(Pid, &status, block ? 0 : LibC.WNOHANG);
+        return r == Pid || (r == -1 && Marshal.GetLastPInvokeError() == LibC.ECHILD);
     }
 
     private void RemoveSocketDirectory()
@@ -175,7 +197,7 @@ internal sealed unsafe class Subprocess
     }
 
     /// <summary>NUL-terminated UTF-8 strings and pointer arrays in native memory, freed together.</summary>
-    private sealed class NativeStrings : IDisposable
+    private sealed unsafe class NativeStrings : IDisposable
     {
         private readonly List<nint> _blocks = [];
 
