@@ -20,11 +20,34 @@ public class AioContractTests
     /// <summary>A generous bound for things that happen at once, so that a blocked call fails the test instead of hanging it.</summary>
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
 
+    /// <summary>The data of write <paramref name="index"/>: 1 MiB of random bytes, one seed per write.</summary>
     private static byte[] Pattern(int index)
     {
         byte[] data = new byte[WriteSize];
         new Random(index).NextBytes(data);
         return data;
+    }
+
+    /// <summary>Polls until nothing is in flight, failing the test past the deadline.</summary>
+    private static void PollUntilDone(NbdHandle h)
+    {
+        DateTime until = DateTime.UtcNow + Deadline;
+        while (h.AioInFlight() > 0)
+        {
+            Assert.True(DateTime.UtcNow < until, "the queued writes did not go out from Poll");
+            h.Poll(1000);
+        }
+    }
+
+    /// <summary>Reads every 1 MiB block back (through <paramref name="h"/>) and compares it with what was written there.</summary>
+    private static void AssertWritten(NbdHandle h, List<byte[]> data)
+    {
+        byte[] back = new byte[WriteSize];
+        for (int i = 0; i < data.Count; i++)
+        {
+            h.Pread(back, (ulong)i * WriteSize);
+            Assert.True(back.AsSpan().SequenceEqual(data[i]), $"write {i} reads back different");
+        }
     }
 
     [Fact]
@@ -75,12 +98,7 @@ public class AioContractTests
         Assert.Equal(0, h.AioPeekCommandCompleted());
 
         server.Signal(Native.SIGCONT);
-        DateTime until = DateTime.UtcNow + Deadline;
-        while (h.AioInFlight() > 0)
-        {
-            Assert.True(DateTime.UtcNow < until, "the queued writes did not go out from Poll");
-            h.Poll(1000);
-        }
+        PollUntilDone(h);
         Assert.Equal(AioDirection.Read, h.AioGetDirection());
         Assert.True(h.AioIsReady());
         Assert.Equal(1, readCompletions);
@@ -89,12 +107,7 @@ public class AioContractTests
         foreach (long cookie in cookies)
             Assert.True(h.AioCommandCompleted(cookie));
 
-        byte[] back = new byte[WriteSize];
-        for (int i = 0; i < Writes; i++)
-        {
-            h.Pread(back, (ulong)i * WriteSize);
-            Assert.True(back.AsSpan().SequenceEqual(data[i]), $"write {i} reads back different");
-        }
+        AssertWritten(h, data);
     }
 
     /// <summary>
@@ -146,19 +159,9 @@ public class AioContractTests
         Assert.Equal(0, Volatile.Read(ref completions));
 
         server.Signal(Native.SIGCONT);
-        DateTime until = DateTime.UtcNow + Deadline;
-        while (h.AioInFlight() > 0)
-        {
-            Assert.True(DateTime.UtcNow < until, "the queued writes did not go out from Poll");
-            h.Poll(1000);
-        }
+        PollUntilDone(h);
         Assert.Equal(Writes, completions);
-        byte[] back = new byte[WriteSize];
-        for (int i = 0; i < Writes; i++)
-        {
-            h.Pread(back, (ulong)i * WriteSize);
-            Assert.True(back.AsSpan().SequenceEqual(data[i]), $"write {i} reads back different");
-        }
+        AssertWritten(h, data);
     }
 
     [Fact]
@@ -197,12 +200,7 @@ public class AioContractTests
                 h.AioNotifyRead();
         }
         Assert.True(notifiedWrites > 0);
-        byte[] back = new byte[WriteSize];
-        for (int i = 0; i < 16; i++)
-        {
-            h.Pread(back, (ulong)i * WriteSize);
-            Assert.True(back.AsSpan().SequenceEqual(data[i]), $"write {i} reads back different");
-        }
+        AssertWritten(h, data);
     }
 
     [Fact]
@@ -297,12 +295,7 @@ public class AioContractTests
 
         using var check = new NbdHandle();
         check.ConnectUnix(server.Socket);
-        byte[] back = new byte[WriteSize];
-        for (int i = 0; i < Writes; i++)
-        {
-            check.Pread(back, (ulong)i * WriteSize);
-            Assert.True(back.AsSpan().SequenceEqual(data[i]), $"write {i} reads back different");
-        }
+        AssertWritten(check, data);
     }
 
     [Fact]

@@ -159,7 +159,71 @@ public class ConcurrencyTests
         h.ConnectUri(server.Uri);
         // Start with a Task-based command so the handle's reader thread exists and has been used.
         h.PreadAsync(new byte[512], 0).AsTask().GetAwaiter().GetResult();
+        int mismatches = 0;
+        RunWhileThreadPoolIsSaturated(() =>
+        {
+            byte[] data = new byte[4096], back = new byte[4096];
+            for (int i = 0; i < 500; i++)
+            {
+                data[0] = (byte)i;
+                h.Pwrite(data, (ulong)i * 4096);
+                h.Pread(back, (ulong)i * 4096);
+                if (back[0] != data[0])
+                    mismatches++;
+            }
+            h.Flush();
+        });
+        Assert.Equal(0, mismatches);
+    }
 
+    /// <summary>
+    /// The synchronous paths that once leaned on the thread pool: a connect with a connect timeout, the TLS handshakes
+    /// (X.509 and PSK), the TLS close at shutdown, and closing a handle that started its server.
+    /// </summary>
+    [Fact]
+    public void SyncConnectsWithTimeout_TlsAndClose_CompleteWhileTheThreadPoolIsSaturated()
+    {
+        using var files = new TlsFiles();
+        using ServerProcess x509 = Peers.Nbdkit("--tls=require", "--tls-certificates=" + files.ServerDirectory, "memory", "1M");
+        using ServerProcess psk = Peers.Nbdkit("--tls=require", "--tls-psk=" + files.PskFile, "memory", "1M");
+        using ServerProcess plain = Peers.NbdkitOnFreePort(out int port, "memory", "1M");
+        RunWhileThreadPoolIsSaturated(() =>
+        {
+            foreach (Action<NbdHandle> connect in new Action<NbdHandle>[]
+            {
+                h =>
+                {
+                    h.SetTls(TlsMode.Require);
+                    h.SetTlsCertificates(files.TrustOnlyDirectory);
+                    h.ConnectUnix(x509.Socket);
+                },
+                h =>
+                {
+                    h.SetTls(TlsMode.Require);
+                    h.SetTlsPskFile(files.PskFile);
+                    h.SetTlsUsername("alice");
+                    h.ConnectUnix(psk.Socket);
+                },
+                h => h.ConnectTcp("127.0.0.1", port.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+                h => h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "memory", "1M"]),
+            })
+            {
+                using var h = new NbdHandle();
+                h.SetConnectTimeout(TimeSpan.FromSeconds(30));
+                connect(h);
+                h.Pwrite(new byte[4096], 0);
+                h.Pread(new byte[4096], 0);
+                h.Shutdown();
+            }
+        });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on a thread of its own while every thread-pool thread is blocked and more work
+    /// waits in the pool's queue; fails if it does not finish within 30 s or throws.
+    /// </summary>
+    private static void RunWhileThreadPoolIsSaturated(Action work)
+    {
         // Not disposed: queued blockers may only start after the test has finished.
         var release = new ManualResetEventSlim(false);
         ThreadPool.GetMinThreads(out int workers, out _);
@@ -175,36 +239,24 @@ public class ConcurrencyTests
         }
         try
         {
-            bool finished = false;
-            int mismatches = 0;
             Exception? failure = null;
-            // A thread of its own, outside the saturated pool; what it finds is asserted here, on the test's thread.
+            // What the thread finds is asserted here, on the test's thread.
             var caller = new Thread(() =>
             {
                 try
                 {
-                    byte[] data = new byte[4096], back = new byte[4096];
-                    for (int i = 0; i < 500; i++)
-                    {
-                        data[0] = (byte)i;
-                        h.Pwrite(data, (ulong)i * 4096);
-                        h.Pread(back, (ulong)i * 4096);
-                        if (back[0] != data[0])
-                            mismatches++;
-                    }
-                    h.Flush();
-                    finished = true;
+                    work();
                 }
-                catch (NbdException e)
+#pragma warning disable CA1031 // Reported on the test's thread.
+                catch (Exception e)
+#pragma warning restore CA1031
                 {
                     failure = e;
                 }
             });
             caller.Start();
-            Assert.True(caller.Join(TimeSpan.FromSeconds(20)), "sync calls stalled behind the saturated thread pool");
-            Assert.Null(failure);
-            Assert.True(finished);
-            Assert.Equal(0, mismatches);
+            Assert.True(caller.Join(TimeSpan.FromSeconds(30)), "synchronous calls stalled behind the saturated thread pool");
+            Assert.True(failure == null, failure?.ToString());
             Assert.True(ThreadPool.PendingWorkItemCount > 0, $"the pool was not saturated during the test ({Volatile.Read(ref started)} of {blockers} blockers ran)");
         }
         finally

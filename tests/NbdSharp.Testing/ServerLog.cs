@@ -4,11 +4,14 @@ using System.Threading;
 
 namespace NbdSharp.Testing;
 
-/// <summary>nbdkit's log filter (<c>--filter=log logfile=FILE</c>), read to wait for what a server has done.</summary>
+/// <summary>nbdkit's log filter (<c>--filter=log ... PLUGIN ... logfile=FILE</c>), read to wait for what a server has done.</summary>
 public static class ServerLog
 {
-    /// <summary>The nbdkit arguments that log every request to <paramref name="file"/>.</summary>
-    public static string[] Arguments(string file) => ["--filter=log", "logfile=" + file];
+    /// <summary>The option that adds the filter (among the options, before the plugin).</summary>
+    public const string Filter = "--filter=log";
+
+    /// <summary>The filter's parameter that logs every request to <paramref name="file"/> (after the plugin).</summary>
+    public static string Parameter(string file) => "logfile=" + file;
 
     /// <summary>
     /// Waits until the log holds a line with <paramref name="text"/> (e.g. <c>" Read "</c>: a client is reading), at most

@@ -130,8 +130,8 @@ public class FaultInjectionTests
         using var dir = new TempDirectory();
         string trigger = dir.File("errors-on");
         string log = dir.File("source.log");
-        using ServerProcess source = Peers.Nbdkit([.. ServerLog.Arguments(log), "-r", "--filter=error", "--filter=delay", "pattern", "1G",
-            "rdelay=20ms", "error-pread=EIO", "error-pread-rate=100%", "error-pread-file=" + trigger]);
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=error", "--filter=delay", "pattern", "1G",
+            "rdelay=20ms", "error-pread=EIO", "error-pread-rate=100%", "error-pread-file=" + trigger, ServerLog.Parameter(log));
         var info = new ProcessStartInfo(ToolProcess.Ours("nbdcopy")) { RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in new[] { "--connections=1", "--requests=1", source.Uri, "null:" })
             info.ArgumentList.Add(a);
@@ -204,8 +204,8 @@ public class FaultInjectionTests
         using var dir = new TempDirectory();
         string control = dir.File("pause.sock");
         string log = dir.File("source.log");
-        using ServerProcess source = Peers.Nbdkit([.. ServerLog.Arguments(log), "-r", "--filter=pause", "--filter=delay", "pattern", "1G",
-            "rdelay=5ms", "pause-control=" + control]);
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=pause", "--filter=delay", "pattern", "1G",
+            "rdelay=5ms", "pause-control=" + control, ServerLog.Parameter(log));
         var info = new ProcessStartInfo(ToolProcess.Ours("nbdcopy")) { RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in new[] { "--timeout=2", source.Uri, "null:" })
             info.ArgumentList.Add(a);
@@ -248,8 +248,8 @@ public class FaultInjectionTests
         using var dir = new TempDirectory();
         string control = dir.File("pause.sock");
         string log = dir.File("source.log");
-        using ServerProcess source = Peers.Nbdkit([.. ServerLog.Arguments(log), "-r", "--filter=pause", "--filter=delay", "pattern", "100G",
-            "rdelay=5ms", "pause-control=" + control]);
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=pause", "--filter=delay", "pattern", "100G",
+            "rdelay=5ms", "pause-control=" + control, ServerLog.Parameter(log));
         // The test host may run with SIGINT ignored (started in the background by a script), which a child
         // inherits; env gives the copy the default action, as a terminal would (and keeps the process id).
         var info = new ProcessStartInfo("/usr/bin/env") { RedirectStandardError = true, UseShellExecute = false };

@@ -532,7 +532,7 @@ public class NbdCopyTests
     {
         using var dir = new TempDirectory();
         string log = dir.File("source.log");
-        using ServerProcess source = Peers.Nbdkit([.. ServerLog.Arguments(log), "-r", "--filter=delay", "pattern", "1G", "rdelay=20ms"]);
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "1G", "rdelay=20ms", ServerLog.Parameter(log));
         var watch = Stopwatch.StartNew();
         var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in new[] { source.Uri, dir.File("out.img") })
