@@ -66,6 +66,8 @@ public class EventLoopTests
         int fd = (int)reader.SafePipeHandle.DangerousGetHandle();
 
         Assert.Equal(0, h.Poll2(fd, 30));
+        // Written a moment later so that Poll2 is usually already waiting; were it not, the descriptor would be
+        // readable when it starts, and the answer is the same.
         Task wake = Task.Run(async () =>
         {
             await Task.Delay(50);

@@ -39,6 +39,47 @@ public class EngineTests
             }
         });
 
+    /// <summary>
+    /// A Task-based write issued from an aio completion callback while the server reads nothing more: the socket takes
+    /// part of it and the rest stays queued (a callback never waits). When the server reads again, the handle's reader
+    /// thread, waiting for the reply, must send that rest; a reader that only waited for replies would wait forever,
+    /// and so would the server, for the rest of the write.
+    /// </summary>
+    [Fact]
+    public async Task RequestLeftQueuedByACallback_IsSentByTheReaderThatWaitsForItsReply()
+    {
+        const int size = 4 << 20;
+        byte[] payload = new byte[size];
+        new Random(3).NextBytes(payload);
+        byte[]? received = null;
+        await using ScriptedServer server = Scripted.Serve(async c =>
+        {
+            ScriptedRequest read = await c.ReadRequestAsync();
+            await c.SendDataChunkAsync(read, read.Offset, new byte[read.Length], done: true);
+            // The server's own pace: it reads nothing for a while, so that the callback finds the socket full.
+            await Task.Delay(300);
+            ScriptedRequest write = await c.ReadRequestAsync();
+            received = write.Payload;
+            await c.SendSimpleReplyAsync(write.Cookie);
+            await c.DrainAsync();
+        }, new ScriptedExport { Size = 16 << 20 });
+        using NbdHandle h = Scripted.Connect(server);
+        Task? write = null;
+        h.AioPread(new byte[4096], 0, (ref int _) =>
+        {
+            write = h.PwriteAsync(payload, 0).AsTask();
+            return 1;
+        });
+        DateTime until = DateTime.UtcNow + Scripted.Deadline;
+        while (write == null)
+        {
+            Assert.True(DateTime.UtcNow < until, "the read did not complete");
+            h.Poll(1000);
+        }
+        await write.WaitAsync(Scripted.Deadline);
+        Assert.Equal(payload, received);
+    }
+
     [Fact]
     public async Task Poll_AfterAnotherThreadCompletedTheLastCommand_ReturnsInsteadOfWaiting()
     {

@@ -193,8 +193,10 @@ public class HostileMatrixTests
         }
         if (row.Dead is bool dead)
             Assert.Equal(dead, h.AioIsDead());
+        // A buffer sized by the claim would take at least the 64 MiB chunk cap; the process-wide counter also sees the
+        // scripted server and the runtime (usually well under 1 MiB in all, once 1.4 MiB), hence a bound of 16 MiB.
         if (id.StartsWith("T6", StringComparison.Ordinal))
-            Assert.True(allocated < 1024 * 1024, $"allocated {allocated} bytes for a 4 GiB claim");
+            Assert.True(allocated < 16 * 1024 * 1024, $"allocated {allocated} bytes for a 4 GiB claim");
     }
 
     private static ulong Step(Kind kind) => kind == Kind.BlockStatus ? 4096UL : 512UL;

@@ -37,6 +37,7 @@ internal sealed unsafe partial class CommandEngine
     {
         try
         {
+            SendQueuedUntilReadable();
             if (_state == EngineState.Ready && ProcessOne() && _state == EngineState.Ready)
             {
                 // Between replies: requests the callbacks issued, or that waited for room, go out now.
@@ -61,6 +62,23 @@ internal sealed unsafe partial class CommandEngine
         }
         FailAll();
         return false;
+    }
+
+    /// <summary>
+    /// Before waiting for a reply: requests left in the queue (the socket was full when they were issued, from a callback
+    /// or an aio call) go out as the socket makes room, until something arrives to read. The reply being waited for may
+    /// need them, and nobody else may be sending. Not while a sender waits for room itself, or on that sender's thread.
+    /// </summary>
+    private void SendQueuedUntilReadable()
+    {
+        while (_queued > 0 && !_blockingSender && !_input.HasData && t_sending != this && _state == EngineState.Ready)
+        {
+            if (TrySendQueued())
+                continue;
+            (bool readable, _) = _transport.WaitReadableOrWritable(-1);
+            if (readable)
+                return;
+        }
     }
 
     /// <summary>Reads one reply or chunk. Returns false at a clean end of stream.</summary>
