@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages NbdSharp's demo and tests talk to, if any is missing:
 # nbdkit, qemu-nbd (qemu-utils), nbd-server, libnbd's own tools and Python binding (the reference), and
-# openssl (TLS tests make their certificates with it), file (nbdinfo probes an export's content with it) and
-# afl++ (fuzz/fuzz.sh smoke).
+# openssl (TLS tests make their certificates with it), file (nbdinfo probes an export's content with it), tmux (the
+# interactive nbdsh is tested in a tmux pane) and afl++ (fuzz/fuzz.sh smoke).
 set -euo pipefail
 need=()
 command -v nbdkit >/dev/null || need+=(nbdkit)
@@ -12,6 +12,7 @@ command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v file >/dev/null || need+=(file)
+command -v tmux >/dev/null || need+=(tmux)
 afl=()
 command -v afl-fuzz >/dev/null || afl+=(afl++)
 [ ${#need[@]} -eq 0 ] && [ ${#afl[@]} -eq 0 ] && exit 0

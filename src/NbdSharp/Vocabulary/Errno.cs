@@ -106,4 +106,42 @@ public static class Errno
         ECANCELED => "Operation canceled",
         _ => "Unknown error " + errno.ToString(CultureInfo.InvariantCulture),
     };
+
+    /// <summary>The C name of <paramref name="errno"/> (<c>EINVAL</c>), or its number when it has none here.</summary>
+    /// <param name="errno">A Linux errno value.</param>
+    /// <returns>The name, e.g. "ENOTCONN".</returns>
+    public static string Name(int errno) => errno switch
+    {
+        EPERM => "EPERM",
+        ENOENT => "ENOENT",
+        ESRCH => "ESRCH",
+        EINTR => "EINTR",
+        EIO => "EIO",
+        EBADF => "EBADF",
+        EAGAIN => "EAGAIN",
+        ENOMEM => "ENOMEM",
+        EACCES => "EACCES",
+        EFAULT => "EFAULT",
+        EBUSY => "EBUSY",
+        EINVAL => "EINVAL",
+        ENOSPC => "ENOSPC",
+        EPIPE => "EPIPE",
+        ERANGE => "ERANGE",
+        EDEADLK => "EDEADLK",
+        ENAMETOOLONG => "ENAMETOOLONG",
+        EPROTO => "EPROTO",
+        EOVERFLOW => "EOVERFLOW",
+        EAFNOSUPPORT => "EAFNOSUPPORT",
+        EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        ENOTSUP => "ENOTSUP",
+        ECONNABORTED => "ECONNABORTED",
+        ECONNRESET => "ECONNRESET",
+        ENOTCONN => "ENOTCONN",
+        ESHUTDOWN => "ESHUTDOWN",
+        ETIMEDOUT => "ETIMEDOUT",
+        ECONNREFUSED => "ECONNREFUSED",
+        EHOSTUNREACH => "EHOSTUNREACH",
+        ECANCELED => "ECANCELED",
+        _ => errno.ToString(CultureInfo.InvariantCulture),
+    };
 }

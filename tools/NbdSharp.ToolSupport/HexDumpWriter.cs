@@ -4,7 +4,7 @@ using System.Numerics;
 using System.Text;
 using System.Threading;
 
-namespace NbdSharp.Tools.Dump;
+namespace NbdSharp.Tools;
 
 /// <summary>
 /// Formats the dump exactly as libnbd's nbddump: lines of 16 bytes (offset, two groups of 8 hex bytes, the bytes
@@ -12,7 +12,7 @@ namespace NbdSharp.Tools.Dump;
 /// repeat, except the first line of the dump and the last line of the export. Output is UTF-8 built in one
 /// reusable buffer and written in large writes.
 /// </summary>
-internal sealed class HexDumpWriter
+public sealed class HexDumpWriter
 {
     private const int LineBytes = 16;
 
