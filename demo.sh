@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Quick start, the main job: installs the servers if missing, builds NbdSharp's nbdinfo and nbdcopy, starts nbdkit
 # with a 1 GiB sparse disk on a temporary Unix socket, inspects it with nbdinfo, copies it to a local file with
-# nbdcopy and a progress bar, proves the copy identical (blkhash of both), then runs the library demo (connect,
-# write, read back, size and flags).
+# nbdcopy and a progress bar, proves the copy identical (blkhash of both), writes a sector of a memory disk and
+# reads it back with nbdsh, then runs the library demo (connect, write, read back, size and flags).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-peers.sh
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-for tool in nbdinfo nbdcopy; do
+for tool in nbdinfo nbdcopy nbdsh; do
   dotnet build "tools/$tool" -c Release -nologo -v q -clp:ErrorsOnly
 done
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-export WORK NBDINFO="$PWD/artifacts/bin/nbdinfo/release/nbdinfo" NBDCOPY="$PWD/artifacts/bin/nbdcopy/release/nbdcopy"
+export WORK NBDINFO="$PWD/artifacts/bin/nbdinfo/release/nbdinfo" NBDCOPY="$PWD/artifacts/bin/nbdcopy/release/nbdcopy" \
+  NBDSH="$PWD/artifacts/bin/nbdsh/release/nbdsh"
 
 nbdkit -U - --exit-with-parent sparse-random 1G seed=42 --run '
   set -e
@@ -32,6 +33,14 @@ nbdkit -U - --exit-with-parent sparse-random 1G seed=42 --run '
 echo
 echo "== the copy is sparse (allocated size, then size):"
 ls -sh "$WORK/disk.img"; ls -lh "$WORK/disk.img" | awk "{print \$5}"
+echo
+echo "== nbdsh: write the second sector of a memory disk, read it back"
+nbdkit -U - --exit-with-parent memory 1M --run '
+  "$NBDSH" -u "$uri" \
+    -c "h.Pwrite(Encoding.ASCII.GetBytes(\"written by nbdsh\"), 512);" \
+    -c "var sector = new byte[512]; h.Pread(sector, 512);" \
+    -c "hexdump(sector[..32], 512)"
+'
 echo
 echo "== the library itself"
 dotnet run -c Release --project samples/NbdSharp.Demo

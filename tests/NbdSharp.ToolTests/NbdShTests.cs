@@ -13,22 +13,43 @@ namespace NbdSharp.ToolTests;
 /// </summary>
 public class NbdShTests
 {
-    private static ToolResult Shell(params string[] args) => ToolProcess.RunOurs("nbdsh", args);
+    /// <summary>Runs nbdsh once, with an empty cache of compiled code of its own (so the code is compiled).</summary>
+    private static ToolResult Shell(params string[] args)
+    {
+        using var cache = new TempDirectory();
+        return ShellIn(cache.Path, null, args);
+    }
 
-    private static ToolResult ShellWithInput(string stdin, params string[] args) =>
-        ToolProcess.Run(ToolProcess.Ours("nbdsh"), args, stdin: stdin);
+    /// <summary>
+    /// Runs nbdsh twice with a fresh cache of compiled code: compiling, then (for code the cache keeps) from the cache;
+    /// both runs must print the same and exit the same. For commands whose effects bear repeating.
+    /// </summary>
+    private static ToolResult BothWays(params string[] args) => BothWaysWithInput(null, args);
+
+    private static ToolResult BothWaysWithInput(string? stdin, params string[] args)
+    {
+        using var cache = new TempDirectory();
+        ToolResult compiled = ShellIn(cache.Path, stdin, args);
+        ToolResult again = ShellIn(cache.Path, stdin, args);
+        Assert.True(compiled.ExitCode == again.ExitCode && compiled.Stdout == again.Stdout && compiled.Stderr == again.Stderr,
+            "compiled: " + compiled + "\nfrom the cache: " + again);
+        return compiled;
+    }
+
+    private static ToolResult ShellIn(string cache, string? stdin, string[] args) =>
+        ToolProcess.Run(ToolProcess.Ours("nbdsh"), args, stdin: stdin, environment: new Dictionary<string, string> { ["XDG_CACHE_HOME"] = cache });
 
     [Fact]
     public void Uri_AndCommand_PrintsTheTrailingExpression()
     {
         using ServerProcess server = Peers.Nbdkit("memory", "1G");
-        ToolResult result = Shell("-u", server.Uri, "-c", "h.GetSize()");
+        ToolResult result = BothWays("-u", server.Uri, "-c", "h.GetSize()");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("1073741824\n", result.Stdout);
         Assert.Equal("", result.Stderr);
 
         // A statement prints nothing; a value of another type prints as csi prints it; void prints nothing.
-        result = Shell("-u", server.Uri, "-c", "var size = h.GetSize();", "-c", "\"size \" + size", "-c", "new byte[] { 1, 2 }", "-c", "h.Flush()");
+        result = BothWays("-u", server.Uri, "-c", "var size = h.GetSize();", "-c", "\"size \" + size", "-c", "new byte[] { 1, 2 }", "-c", "h.Flush()");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("\"size 1073741824\"\nbyte[2] { 1, 2 }\n", result.Stdout);
     }
@@ -40,7 +61,7 @@ public class NbdShTests
     {
         using ServerProcess server = Peers.Nbdkit("sparse-random", "16M", "seed=7");
         string[] connect = afterTheUri ? ["-u", server.Uri, "--base-allocation"] : ["--base-allocation", "-u", server.Uri];
-        ToolResult result = Shell([.. connect, "-c",
+        ToolResult result = BothWays([.. connect, "-c",
             "h.BlockStatus(1 << 20, 0, (string context, ulong offset, ReadOnlySpan<uint> entries, ref int error) =>" +
             " { Console.WriteLine($\"{context} {entries.Length / 2} extents\"); return 0; });",
             "-c", "h.CanMetaContext(MetaContext.BaseAllocation)"]);
@@ -53,7 +74,7 @@ public class NbdShTests
     {
         using ServerProcess server = Peers.Nbdkit("--filter=exportname", "memory", "1M", "exportname=a", "exportname=b",
             "exportname-list=explicit", "default-export=a");
-        ToolResult result = Shell("--opt-mode", "-u", server.Uri,
+        ToolResult result = BothWays("--opt-mode", "-u", server.Uri,
             "-c", "h.AioIsNegotiating()",
             "-c", "h.OptList((name, description) => { Console.WriteLine(name); return 0; });",
             "-c", "h.SetExportName(\"b\"); h.OptGo();",
@@ -65,18 +86,18 @@ public class NbdShTests
     [Fact]
     public void NoHandle_LeavesHNull_AndRefusesOptionsThatNeedOne()
     {
-        ToolResult result = Shell("-n", "-c", "h == null");
+        ToolResult result = BothWays("-n", "-c", "h == null");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("true\n", result.Stdout);
 
         using ServerProcess server = Peers.Nbdkit("memory", "1M");
-        result = Shell("-n", "-c", "h = new NbdHandle(); h.ConnectUri(\"" + server.Uri + "\");", "-c", "h.GetSize()");
+        result = BothWays("-n", "-c", "h = new NbdHandle(); h.ConnectUri(\"" + server.Uri + "\");", "-c", "h.GetSize()");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("1048576\n", result.Stdout);
 
         foreach (string[] args in new[] { new[] { "-n", "-u", server.Uri }, ["-n", "--base-allocation"], ["-n", "--opt-mode"] })
         {
-            result = Shell(args);
+            result = BothWays(args);
             Assert.Equal(1, result.ExitCode);
             Assert.Equal("nbdsh: -n option cannot be used with --base-allocation, --opt-mode or --uri\n", result.Stderr);
         }
@@ -86,11 +107,11 @@ public class NbdShTests
     public void CommandFromStandardInput_AndCommandsSharingVariables()
     {
         using ServerProcess server = Peers.Nbdkit("memory", "1G");
-        ToolResult result = ShellWithInput("var sectors = h.GetSize() / 512;\nsectors\n", "-u", server.Uri, "-c", "-");
+        ToolResult result = BothWaysWithInput("var sectors = h.GetSize() / 512;\nsectors\n", "-u", server.Uri, "-c", "-");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("2097152\n", result.Stdout);
 
-        result = Shell("-u", server.Uri, "-c", "var data = new byte[512]; data[0] = 0x5a;", "-c", "h.Pwrite(data, 4096);",
+        result = BothWays("-u", server.Uri, "-c", "var data = new byte[512]; data[0] = 0x5a;", "-c", "h.Pwrite(data, 4096);",
             "-c", "var back = new byte[512]; h.Pread(back, 4096);", "-c", "back[0] == data[0]");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("true\n", result.Stdout);
@@ -104,7 +125,7 @@ public class NbdShTests
     [Fact]
     public void Scripts_SeeTheFramework_AndReferenceMoreWithHashR()
     {
-        ToolResult result = Shell("-n",
+        ToolResult result = BothWays("-n",
             "-c", "new Uri(\"nbd://example.com:10810/disk\").Port",
             "-c", "System.Diagnostics.Process.GetCurrentProcess().Id == Environment.ProcessId",
             "-c", "Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(new byte[512]))[..8]",
@@ -114,9 +135,34 @@ public class NbdShTests
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("10810\ntrue\n\"076A27C7\"\ntrue\nfalse\n\"[1,2]\"\n", result.Stdout);
 
-        result = Shell("-n", "-c", "Microsoft.CodeAnalysis.SyntaxKind.None");
+        result = BothWays("-n", "-c", "Microsoft.CodeAnalysis.SyntaxKind.None");
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("error CS0234", result.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The values nbdsh prints itself (null, booleans, integers, plain strings) print as Roslyn's C# object formatter
+    /// (csi's) prints them, and so do the others, which it hands to that formatter: the script references the
+    /// formatter and prints each value both ways.
+    /// </summary>
+    [Fact]
+    public void Values_PrintAsCsiPrintsThem()
+    {
+        string formatter = Path.Combine(Path.GetDirectoryName(ToolProcess.Ours("nbdsh"))!, "Microsoft.CodeAnalysis.CSharp.Scripting.dll");
+        var args = new List<string> { "-n", "-c", "#r \"" + formatter + "\"",
+            "-c", "var formatter = Microsoft.CodeAnalysis.CSharp.Scripting.Hosting.CSharpObjectFormatter.Instance;" };
+        string[] values = ["null", "true", "false", "5u", "-7L", "ulong.MaxValue", "(byte)200", "(sbyte)-3", "(short)-300",
+            "(ushort)65000", "int.MinValue", "\"plain ~!@#$%^&*()\"", "\"with \\\"quotes\\\" and \\\\\"", "\"tab\\there\"", "\"\"",
+            "\"caf\\u00e9\"", "1.5", "'c'", "new[] { 1L, 2L }", "(1, \"a\")"];
+        foreach (string value in values)
+            args.AddRange(["-c", $"object v = {value}; Console.WriteLine(formatter.FormatObject(v));", "-c", "v"]);
+        ToolResult result = Shell([.. args]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        string[] lines = result.Stdout.Split('\n');
+        Assert.Equal(2 * values.Length + 1, lines.Length);
+        for (int i = 0; i < values.Length; i++)
+            Assert.True(lines[2 * i] == lines[2 * i + 1], $"{values[i]}: the formatter prints {lines[2 * i]}, nbdsh {lines[2 * i + 1]}");
+        Assert.Equal("18446744073709551615", lines[10]);
     }
 
     [Fact]
@@ -126,9 +172,72 @@ public class NbdShTests
         using var dir = new TempDirectory();
         string script = dir.File("size.csx");
         File.WriteAllText(script, "#!/usr/bin/env nbdsh\nConsole.WriteLine($\"{Args[0]}: {h.GetSize() / int.Parse(Args[1])}\");\n");
-        ToolResult result = Shell("-u", server.Uri, script, "blocks", "4096");
+        ToolResult result = BothWays("-u", server.Uri, script, "blocks", "4096");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("blocks: 256\n", result.Stdout);
+    }
+
+    /// <summary>
+    /// The cache of compiled code: a second run of the same code (against another server) runs what the first
+    /// compiled; other code, code with #r, code that does not compile and NBDSH_NO_CACHE are not served from it; a
+    /// damaged entry is compiled again.
+    /// </summary>
+    [Fact]
+    public void CompiledCode_IsCachedPerCodeNotPerServer_AndDamageMeansCompilingAgain()
+    {
+        using ServerProcess first = Peers.Nbdkit("memory", "1M");
+        using ServerProcess second = Peers.Nbdkit("memory", "2M");
+        using var cache = new TempDirectory();
+        string folder = Path.Combine(cache.Path, "nbdsh");
+        const string FromCache = "nbdsh: debug: running code compiled by an earlier run";
+        string[] code = ["-c", "var size = h.GetSize();", "-c", "size / 512"];
+
+        ToolResult result = ShellIn(cache.Path, null, ["-v", "-u", first.Uri, .. code]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("2048\n", result.Stdout);
+        Assert.DoesNotContain(FromCache, result.Stderr, StringComparison.Ordinal);
+        Assert.Equal(2, Directory.GetFiles(folder, "*.nbdsh").Length);
+
+        result = ShellIn(cache.Path, null, ["-v", "-u", second.Uri, .. code]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("4096\n", result.Stdout);
+        Assert.Contains(FromCache + ", from " + folder + "\n", result.Stderr, StringComparison.Ordinal);
+
+        // One step more, or another step: compiled (and kept too).
+        result = ShellIn(cache.Path, null, ["-v", "-u", second.Uri, .. code, "-c", "size"]);
+        Assert.Equal("4096\n2097152\n", result.Stdout);
+        Assert.DoesNotContain(FromCache, result.Stderr, StringComparison.Ordinal);
+        Assert.Equal(3, Directory.GetFiles(folder, "*.nbdsh").Length);
+
+        // #r, compile errors and NBDSH_NO_CACHE leave nothing behind.
+        Assert.Equal(0, ShellIn(cache.Path, null, ["-n", "-c", "#r \"System.Text.Json\"\n1"]).ExitCode);
+        Assert.Equal(1, ShellIn(cache.Path, null, ["-n", "-c", "1 +"]).ExitCode);
+        var off = new Dictionary<string, string> { ["XDG_CACHE_HOME"] = cache.Path, ["NBDSH_NO_CACHE"] = "1" };
+        Assert.Equal("3\n", ToolProcess.Run(ToolProcess.Ours("nbdsh"), ["-n", "-c", "1 + 2"], environment: off).Stdout);
+        Assert.Equal(3, Directory.GetFiles(folder, "*.nbdsh").Length);
+
+        // Every entry damaged (a byte of the assembly changed, or the file cut short): compiled again, and right.
+        string[] entries = Directory.GetFiles(folder, "*.nbdsh");
+        Array.Sort(entries, StringComparer.Ordinal);
+        for (int i = 0; i < entries.Length; i++)
+        {
+            string entry = entries[i];
+            byte[] bytes = File.ReadAllBytes(entry);
+            if (i % 2 == 0)
+                File.WriteAllBytes(entry, bytes.AsSpan(0, bytes.Length / 2).ToArray());
+            else
+            {
+                bytes[^100] ^= 0xff;
+                File.WriteAllBytes(entry, bytes);
+            }
+        }
+        result = ShellIn(cache.Path, null, ["-v", "-u", first.Uri, .. code]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("2048\n", result.Stdout);
+        Assert.DoesNotContain(FromCache, result.Stderr, StringComparison.Ordinal);
+        result = ShellIn(cache.Path, null, ["-v", "-u", first.Uri, .. code]);
+        Assert.Equal("2048\n", result.Stdout);
+        Assert.Contains(FromCache, result.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -155,12 +264,12 @@ public class NbdShTests
     public void Exceptions_AreOneLineWithTheErrnoName_AndTheStackTraceOnlyWithVerbose()
     {
         using ServerProcess server = Peers.Nbdkit("memory", "1M");
-        ToolResult result = Shell("-u", server.Uri, "-c", "h.Pread(new byte[512], 1UL << 40)", "-c", "Console.WriteLine(\"not reached\");");
+        ToolResult result = BothWays("-u", server.Uri, "-c", "h.Pread(new byte[512], 1UL << 40)", "-c", "Console.WriteLine(\"not reached\");");
         Assert.Equal(1, result.ExitCode);
         Assert.Equal("", result.Stdout);
         Assert.Equal("nbdsh: nbd_pread: request out of bounds: Invalid argument (EINVAL)\n", result.Stderr);
 
-        result = Shell("-n", "-c", "throw new InvalidOperationException(\"no\");");
+        result = BothWays("-n", "-c", "throw new InvalidOperationException(\"no\");");
         Assert.Equal(1, result.ExitCode);
         Assert.Equal("nbdsh: InvalidOperationException: no\n", result.Stderr);
 
@@ -192,7 +301,7 @@ public class NbdShTests
     public void QemuNbd_Raw_AndQcow2WithABitmap()
     {
         using ServerProcess qcow2 = Peers.QemuNbd("qcow2", QemuImages.WithBitmap, "-r", "-B", "b0");
-        ToolResult result = Shell("--base-allocation", "-u", qcow2.Uri,
+        ToolResult result = BothWays("--base-allocation", "-u", qcow2.Uri,
             "-c", "h.GetSize()", "-c", "h.IsReadOnly()", "-c", "h.CanMetaContext(MetaContext.BaseAllocation)");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Matches("^[1-9][0-9]*\ntrue\ntrue\n$", result.Stdout);
@@ -204,7 +313,7 @@ public class NbdShTests
                 file.SetLength(1 << 20);
             return image;
         });
-        result = Shell("-u", raw.Uri, "-c", "h.Pwrite(new byte[] { 1, 2, 3 }.Concat(new byte[509]).ToArray(), 0);",
+        result = BothWays("-u", raw.Uri, "-c", "h.Pwrite(new byte[] { 1, 2, 3 }.Concat(new byte[509]).ToArray(), 0);",
             "-c", "var back = new byte[3]; h.Pread(back, 0); back");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("byte[3] { 1, 2, 3 }\n", result.Stdout);
@@ -232,7 +341,7 @@ public class NbdShTests
     [Fact]
     public void Helpers_HelpListsEveryCallInGroups_AndHexdumpPrintsAsNbddump()
     {
-        ToolResult result = Shell("-n", "-c", "help()");
+        ToolResult result = BothWays("-n", "-c", "help()");
         Assert.True(result.ExitCode == 0, result.ToString());
         foreach (string title in new[] { "Connecting:", "Option negotiation (opt mode):", "TLS:", "Commands:", "Asynchronous commands and the event loop:" })
             Assert.Contains("\n" + title + "\n", result.Stdout, StringComparison.Ordinal);
@@ -249,14 +358,14 @@ public class NbdShTests
         }
         Assert.Equal(163, calls);
 
-        result = Shell("-n", "-c", "help(\"pread\")", "-c", "help(\"NoSuchCall\")");
+        result = BothWays("-n", "-c", "help(\"pread\")", "-c", "help(\"NoSuchCall\")");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.StartsWith("void Pread(Span<byte> buf, ulong offset, CmdFlag flags = CmdFlag.None)\n    Reads buf.Length bytes at offset", result.Stdout, StringComparison.Ordinal);
         Assert.EndsWith("NbdHandle has no call named NoSuchCall; help() lists them.\n", result.Stdout, StringComparison.Ordinal);
 
         // hexdump as nbddump prints it (without a terminal, no colours); the same bytes through nbddump agree.
         using ServerProcess server = Peers.Nbdkit("pattern", "64");
-        result = Shell("-u", server.Uri, "-c", "var sector = new byte[64]; h.Pread(sector, 0); hexdump(sector);");
+        result = BothWays("-u", server.Uri, "-c", "var sector = new byte[64]; h.Pread(sector, 0); hexdump(sector);");
         Assert.True(result.ExitCode == 0, result.ToString());
         ToolResult nbddump = ToolProcess.RunOurs("nbddump", server.Uri);
         Assert.Equal(nbddump.Stdout, result.Stdout);

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.CompilerServices;
 using System.Threading.Tasks;
 
 namespace NbdSharp.Tools.Shell;
@@ -33,7 +34,6 @@ internal static class Program
                 handle.SetOptMode(true);
         }
         var globals = new ShellGlobals(handle, options.ScriptArgs);
-        var session = new ScriptSession(globals);
         var reporter = new ErrorReporter(options.Verbose);
         if (options.Interactive)
         {
@@ -42,14 +42,52 @@ internal static class Program
                 if (!Connect(handle!, step.Text, reporter))
                     return 1;
             }
-            return new Repl(session, reporter, handle != null).Run();
+            return new Repl(new ScriptSession(globals), reporter, handle != null).Run();
         }
 
-        // Compiling is most of a short run's time (Roslyn starting cold): the command line's code is compiled on
-        // another thread while the handle connects.
-        Task<Submission>[] compiled = CompileAll(session, options.Steps.Where(step => step.Kind == ShellStepKind.Code).ToArray());
+        ShellStep[] code = options.Steps.Where(step => step.Kind == ShellStepKind.Code).ToArray();
+        ScriptCache? cache = ScriptCache.Open();
+        string[]? keys = cache == null ? null : ScriptCache.Keys(code);
+        CachedChain? cached = keys == null ? null : cache!.TryLoad(keys);
+        if (cached != null && options.Verbose)
+            Console.Error.WriteLine(ShellCommandLine.Program + ": debug: running code compiled by an earlier run, from " + cache!.Folder);
+        return cached != null
+            ? RunSteps(options.Steps, handle, reporter, (index, _) => cached.Run(index, globals))
+            : RunCompiling(options.Steps, code, handle, reporter, new ScriptSession(globals, cache), keys);
+    }
+
+    /// <summary>
+    /// Runs the command line's steps, compiling the code: compiling is most of a cold run's time (the compiler starting
+    /// up), so it happens on another thread while the handle connects. What compiles goes into the cache under
+    /// <paramref name="keys"/> when given.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static int RunCompiling(IReadOnlyList<ShellStep> steps, ShellStep[] code, NbdHandle? handle, ErrorReporter reporter,
+        ScriptSession session, string[]? keys)
+    {
+        Task<Submission>[] compiled = CompileAll(session, code, keys);
+        return RunSteps(steps, handle, reporter, (index, errors) =>
+        {
+            Submission submission = compiled[index].GetAwaiter().GetResult();
+            if (submission.Errors.Count > 0)
+            {
+                errors.AddRange(submission.Errors);
+                return null;
+            }
+            return session.Run(submission);
+        });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="steps"/> in order: connects for a URI, and for code calls <paramref name="run"/> with its
+    /// index among the code steps (which fills in the compiler's errors and returns null when it did not compile).
+    /// </summary>
+    private static int RunSteps(IReadOnlyList<ShellStep> steps, NbdHandle? handle, ErrorReporter reporter,
+        Func<int, List<string>, SubmissionResult?> run)
+    {
         int next = 0;
-        foreach (ShellStep step in options.Steps)
+        var errors = new List<string>();
+        foreach (ShellStep step in steps)
         {
             if (step.Kind == ShellStepKind.Uri)
             {
@@ -57,13 +95,12 @@ internal static class Program
                     return 1;
                 continue;
             }
-            Submission submission = compiled[next++].GetAwaiter().GetResult();
-            if (submission.Errors.Count > 0)
+            SubmissionResult? result = run(next++, errors);
+            if (result == null)
             {
-                ErrorReporter.CompileErrors(submission.Errors);
+                ErrorReporter.CompileErrors(errors);
                 return 1;
             }
-            SubmissionResult result = session.Run(submission);
             if (result.Exception != null)
             {
                 reporter.Exception(result.Exception);
@@ -75,7 +112,11 @@ internal static class Program
         return 0;
     }
 
-    /// <summary><c>-u URI</c>: connects the handle, or reports why it could not.</summary>
+    /// <summary>
+    /// <c>-u URI</c>: connects the handle, or reports why it could not. Like libnbd's nbdsh (1.22's python/nbdsh.py
+    /// calls connect_uri and nothing else), local files in the URI (<c>tls-psk-file</c>) stay refused unless the
+    /// code calls <see cref="NbdHandle.SetUriAllowLocalFile"/> and connects itself.
+    /// </summary>
     private static bool Connect(NbdHandle handle, string uri, ErrorReporter reporter)
     {
         try
@@ -92,9 +133,10 @@ internal static class Program
 
     /// <summary>
     /// Compiles <paramref name="steps"/> one after the other, each as the submission after the one before, on a thread
-    /// of the pool; a step whose code does not compile ends the chain (the ones after it are never run).
+    /// of the pool; a step whose code does not compile ends the chain (the ones after it are never run). Each one
+    /// that compiles is cached under its key in <paramref name="keys"/>, when given.
     /// </summary>
-    private static Task<Submission>[] CompileAll(ScriptSession session, ShellStep[] steps)
+    private static Task<Submission>[] CompileAll(ScriptSession session, ShellStep[] steps, string[]? keys)
     {
         var results = new TaskCompletionSource<Submission>[steps.Length];
         for (int i = 0; i < steps.Length; i++)
@@ -106,7 +148,7 @@ internal static class Program
             {
                 try
                 {
-                    previous = session.Prepare(steps[i].Text, steps[i].Source, previous);
+                    previous = session.Prepare(steps[i].Text, steps[i].Source, previous, keys?[i]);
                 }
 #pragma warning disable CA1031 // Whatever the compiler throws belongs to the step that is waited for.
                 catch (Exception e)

@@ -1,13 +1,17 @@
 using System;
 using System.Collections.Generic;
 using System.Collections.Immutable;
+using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.Runtime.CompilerServices;
+using System.Threading;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.CSharp.Scripting;
 using Microsoft.CodeAnalysis.CSharp.Scripting.Hosting;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
+using Microsoft.CodeAnalysis.Emit;
 using Microsoft.CodeAnalysis.Scripting;
 
 namespace NbdSharp.Tools.Shell;
@@ -47,18 +51,22 @@ internal sealed class ScriptSession
         ["System.Linq", "System.Net.Primitives", "System.Net.Sockets", "System.Memory", "System.Security.Cryptography"];
 
     private readonly ShellGlobals _globals;
+    private readonly ScriptCache? _cache;
     private readonly ScriptOptions _options;
     private Script<object>? _last;
     private ScriptState<object>? _state;
 
-    public ScriptSession(ShellGlobals globals)
+    /// <summary>A session for <paramref name="globals"/>; what compiles is kept in <paramref name="cache"/> when given a key.</summary>
+    public ScriptSession(ShellGlobals globals, ScriptCache? cache = null)
     {
         _globals = globals;
+        _cache = cache;
         _options = ScriptOptions.Default
             .AddReferences(FrameworkReferences)
             .AddReferences(typeof(NbdHandle).Assembly, typeof(ShellGlobals).Assembly, typeof(Microsoft.Extensions.Logging.ILogger).Assembly)
             .WithImports(Imports)
-            .WithLanguageVersion(LanguageVersion.Latest);
+            .WithLanguageVersion(LanguageVersion.Latest)
+            .WithOptimizationLevel(OptimizationLevel.Release);
         _options = _options.WithMetadataResolver(new ShellMetadataResolver(_options.MetadataResolver, _options.MetadataReferences));
     }
 
@@ -67,16 +75,37 @@ internal sealed class ScriptSession
 
     /// <summary>
     /// Compiles <paramref name="code"/> as the submission after <paramref name="previous"/> (or after the last one run
-    /// when null). <paramref name="source"/> names it in compiler messages ("" for none).
+    /// when null). <paramref name="source"/> names it in compiler messages ("" for none). When it compiles and
+    /// <paramref name="cacheKey"/> is given, the assembly is stored in the cache under that key.
     /// </summary>
-    public Submission Prepare(string code, string source, Submission? previous = null)
+    public Submission Prepare(string code, string source, Submission? previous = null, string? cacheKey = null)
     {
         ScriptOptions options = _options.WithFilePath(source);
         Script<object>? after = previous?.Script ?? _last;
         Script<object> script = after == null
             ? CSharpScript.Create(code, options, typeof(ShellGlobals))
             : after.ContinueWith(code, options);
-        return new Submission(script, script.Compile());
+        var submission = new Submission(script, script.Compile());
+        if (submission.Errors.Count == 0 && cacheKey != null && _cache != null)
+            Store(script, cacheKey);
+        return submission;
+    }
+
+    /// <summary>Emits the submission's assembly (with its debug information inside) into the cache.</summary>
+    private void Store(Script<object> script, string key)
+    {
+        Compilation compilation = script.GetCompilation();
+        IMethodSymbol? factory = compilation.GetEntryPoint(CancellationToken.None);
+        if (factory == null)
+            return;
+        using var image = new MemoryStream();
+        if (!compilation.Emit(image, options: new EmitOptions(debugInformationFormat: DebugInformationFormat.Embedded)).Success)
+            return;
+        INamedTypeSymbol type = factory.ContainingType;
+        string typeName = type.ContainingNamespace is { IsGlobalNamespace: false } space
+            ? space.ToDisplayString() + "." + type.MetadataName
+            : type.MetadataName;
+        _cache!.Store(key, new CachedEntry(image.ToArray(), typeName, factory.MetadataName, ShowsValue(script)));
     }
 
     /// <summary>Runs a submission that compiled; the session continues from it even when the code threw.</summary>
@@ -90,7 +119,7 @@ internal sealed class ScriptSession
         _last = submission.Script;
         if (_state.Exception != null)
             return new SubmissionResult(null, _state.Exception);
-        return new SubmissionResult(ShowsValue(submission.Script) ? CSharpObjectFormatter.Instance.FormatObject(_state.ReturnValue) : null, null);
+        return new SubmissionResult(ShowsValue(submission.Script) ? ValueFormatter.Format(_state.ReturnValue) : null, null);
     }
 
     /// <summary>Whether the submission ends with an expression without a semicolon whose type is not void.</summary>
@@ -107,6 +136,37 @@ internal sealed class ScriptSession
 
     /// <summary>Whether <paramref name="code"/> is a complete submission (the interactive shell reads on otherwise).</summary>
     public static bool IsComplete(string code) => SyntaxFactory.IsCompleteSubmission(SyntaxFactory.ParseSyntaxTree(code, ParseOptions));
+}
+
+/// <summary>How the value of a trailing expression is printed: as <c>csi</c> prints it.</summary>
+internal static class ValueFormatter
+{
+    /// <summary>
+    /// The value as Roslyn's C# object formatter shows it. The commonest values (null, booleans, integers, plain
+    /// ASCII strings) are written here as it writes them, which spares a run from the cache loading the compiler's C#
+    /// assembly just to print a size.
+    /// </summary>
+    public static string Format(object? value) => value switch
+    {
+        null => "null",
+        bool b => b ? "true" : "false",
+        int or long or uint or ulong or short or ushort or byte or sbyte => ((IFormattable)value).ToString(null, CultureInfo.InvariantCulture),
+        string text when IsPlain(text) => "\"" + text + "\"",
+        _ => Roslyn(value),
+    };
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static string Roslyn(object value) => CSharpObjectFormatter.Instance.FormatObject(value);
+
+    private static bool IsPlain(string text)
+    {
+        foreach (char c in text)
+        {
+            if (c is < ' ' or > '~' or '"' or '\\')
+                return false;
+        }
+        return true;
+    }
 }
 
 /// <summary>

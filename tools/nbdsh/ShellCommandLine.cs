@@ -61,7 +61,8 @@ internal static class ShellCommandLine
                                 ARGS are its Args
 
         Without -c or a script, nbdsh is interactive. In the shell, help() lists the handle's calls and
-        hexdump(bytes) shows bytes as nbddump does.
+        hexdump(bytes) shows bytes as nbddump does. Compiled code is kept in $XDG_CACHE_HOME/nbdsh
+        (~/.cache/nbdsh), so that running the same code again starts at once; NBDSH_NO_CACHE=1 turns this off.
 
         Examples:
 
