@@ -165,6 +165,27 @@ public class NbdShTests
         Assert.Equal("18446744073709551615", lines[10]);
     }
 
+    /// <summary>
+    /// Without -c and with a pipe for input, the shell reads its lines as they come (a statement may span lines),
+    /// without a banner or prompt; exit leaves; an error is reported, the next lines still run, and the status is 1.
+    /// </summary>
+    [Fact]
+    public void PipedInput_RunsLineByLine_ExitLeaves_AndErrorsSetTheStatus()
+    {
+        using ServerProcess server = Peers.Nbdkit("memory", "1M");
+        using var cache = new TempDirectory();
+        ToolResult result = ShellIn(cache.Path, "var x =\n  h.GetSize();\nx / 1024\nexit\nConsole.WriteLine(\"not reached\");\n", ["-u", server.Uri]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("1024\n", result.Stdout);
+        Assert.Equal("", result.Stderr);
+
+        result = ShellIn(cache.Path, "h.Pread(new byte[1], 1UL << 40)\nint y = ;\n\"still here\"\n", ["-u", server.Uri]);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Equal("\"still here\"\n", result.Stdout);
+        Assert.Equal("nbdsh: nbd_pread: request out of bounds: Invalid argument (EINVAL)\nnbdsh: (1,9): error CS1525: Invalid expression term ';'\n",
+            result.Stderr);
+    }
+
     [Fact]
     public void ScriptFile_WithAShebang_GetsItsArguments()
     {
@@ -381,11 +402,25 @@ public class NbdShTests
         string done = dir.File("done");
         // The shell runs in a tmux pane (a pseudo-terminal); its exit status lands in a file.
         string command = $"XDG_DATA_HOME='{dir.Path}' '{ToolProcess.Ours("nbdsh")}' -u '{server.Uri}'; echo $? > '{done}'";
+        // The history of earlier sessions, longer than the shell keeps (1000 lines).
+        string historyFile = Path.Combine(dir.Path, "nbdsh", "history");
+        Directory.CreateDirectory(Path.GetDirectoryName(historyFile)!);
+        var seeded = new List<string>();
+        for (int i = 0; i < 2500; i++)
+            seeded.Add($"var seeded{i} = {i};");
+        File.WriteAllLines(historyFile, seeded);
         Tmux(tmux, socket, "new-session", "-d", "-x", "150", "-y", "50", command);
         try
         {
             Assert.True(WaitForPane(tmux, socket, "nbd>"), Pane(tmux, socket)); // capture-pane drops trailing blanks
             Assert.Contains("there is an open NBD handle called ‘h’", Pane(tmux, socket), StringComparison.Ordinal);
+
+            // Up recalls the last lines of earlier sessions, Down comes back; Left and Backspace edit the recalled line.
+            Tmux(tmux, socket, "send-keys", "Up", "Up");
+            Assert.True(WaitForPane(tmux, socket, "nbd> var seeded2498 = 2498;"), Pane(tmux, socket));
+            Tmux(tmux, socket, "send-keys", "Down", "Left", "BSpace", "7", "Enter");
+            Tmux(tmux, socket, "send-keys", "seeded2499", "Enter");
+            Assert.True(WaitForPane(tmux, socket, "nbd> seeded2499\n2497\n"), Pane(tmux, socket));
 
             // Tab completes a member of h; the value of a bare expression is printed.
             Tmux(tmux, socket, "send-keys", "h.GetSi", "Tab");
@@ -412,9 +447,14 @@ public class NbdShTests
             Tmux(tmux, socket, "send-keys", "C-d");
             Assert.True(SpinWait.SpinUntil(() => File.Exists(done) && File.ReadAllText(done).Length > 0, TimeSpan.FromSeconds(30)), Pane(tmux, socket));
             Assert.Equal("0", File.ReadAllText(done).Trim());
-            string history = File.ReadAllText(Path.Combine(dir.Path, "nbdsh", "history"));
+            string history = File.ReadAllText(historyFile);
             Assert.Contains("h.GetSize()\n", history, StringComparison.Ordinal);
+            Assert.Contains("var seeded2499 = 2497;\n", history, StringComparison.Ordinal);
             Assert.DoesNotContain("this is dropped", history, StringComparison.Ordinal);
+            // The file was cut back to the 1000 lines kept, then this session's lines were added.
+            string[] lines = File.ReadAllLines(historyFile);
+            Assert.Equal("var seeded1500 = 1500;", lines[0]);
+            Assert.InRange(lines.Length, 1001, 1020);
         }
         finally
         {

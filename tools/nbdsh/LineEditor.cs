@@ -31,17 +31,34 @@ internal sealed class LineEditor
         {
             try
             {
-                foreach (string line in File.ReadAllLines(historyFile))
+                int lines = 0;
+                foreach (string line in File.ReadLines(historyFile))
                 {
-                    if (line.Length > 0)
-                        _history.Add(line);
+                    lines++;
+                    if (line.Length == 0)
+                        continue;
+                    _history.Add(line);
+                    if (_history.Count > 2 * HistoryLimit)
+                        _history.RemoveRange(0, HistoryLimit);
                 }
+                if (_history.Count > HistoryLimit)
+                    _history.RemoveRange(0, _history.Count - HistoryLimit);
+                // Each session appends; the file is cut back to the lines kept once it has twice as many.
+                if (lines > 2 * HistoryLimit)
+                    WriteHistory(historyFile, _history);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 // History is a convenience: without it the shell works the same.
             }
         }
+    }
+
+    private static void WriteHistory(string path, List<string> lines)
+    {
+        string temporary = path + "." + Environment.ProcessId + ".tmp";
+        File.WriteAllLines(temporary, lines);
+        File.Move(temporary, path, overwrite: true);
     }
 
     /// <summary>The history file: $XDG_DATA_HOME/nbdsh/history (~/.local/share/nbdsh/history).</summary>
