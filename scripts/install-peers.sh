@@ -2,7 +2,8 @@
 # Installs the Debian packages NbdSharp's demo and tests talk to, if any is missing:
 # nbdkit, qemu-nbd (qemu-utils), nbd-server, libnbd's own tools and Python binding (the reference), and
 # openssl (TLS tests make their certificates with it), file (nbdinfo probes an export's content with it), tmux (the
-# interactive nbdsh is tested in a tmux pane) and afl++ (fuzz/fuzz.sh smoke).
+# interactive nbdsh is tested in a tmux pane), fuse3 (libfuse3 and fusermount3 for nbdfuse), fio (nbdfuse's
+# benchmark) and afl++ (fuzz/fuzz.sh smoke).
 set -euo pipefail
 need=()
 command -v nbdkit >/dev/null || need+=(nbdkit)
@@ -13,6 +14,8 @@ command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v file >/dev/null || need+=(file)
 command -v tmux >/dev/null || need+=(tmux)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v fio >/dev/null || need+=(fio)
 afl=()
 command -v afl-fuzz >/dev/null || afl+=(afl++)
 [ ${#need[@]} -eq 0 ] && [ ${#afl[@]} -eq 0 ] && exit 0
