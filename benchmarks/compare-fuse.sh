@@ -3,10 +3,11 @@
 # server, in one run, interleaved, with fio through the mount: the median of each row, the NbdSharp/libnbd ratio,
 # and the CPU time nbdfuse itself spent per row (user + system, from /proc/PID/stat).
 #
-# Usage: benchmarks/compare-fuse.sh [--reps N] [--runtime SECONDS] [--size SIZE]
+# Usage: benchmarks/compare-fuse.sh [--reps N] [--runtime SECONDS] [--size SIZE] [--only REGEX]
 #   --reps N           mounts per tool, each running every row once (default 3)
 #   --runtime SECONDS  length of each fio row (default 10)
 #   --size SIZE        size of the export (default 1G)
+#   --only REGEX       run only the rows whose label matches (bash regex)
 #
 # Rows (fio, O_DIRECT so that the page cache does not answer for the server): sequential read and sequential write
 # in 1 MiB blocks (libaio, depth 1), and 4 KiB random reads at depth 16 (libaio). The export is nbdkit memory,
@@ -15,12 +16,13 @@
 # Needs: root, /dev/fuse, nbdkit, libnbd-bin, fuse3, fio, python3, dotnet.
 set -euo pipefail
 export LC_ALL=C
-REPS=3 RUNTIME=10 SIZE=1G
+REPS=3 RUNTIME=10 SIZE=1G ONLY=""
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
     --runtime) RUNTIME=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare-fuse.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -58,7 +60,10 @@ URI="nbd+unix:///?socket=$T/mem.sock"
 echo "filling the export with nbdkit's pattern..." >&2
 nbdcopy -- [ nbdkit pattern "$SIZE" ] "$URI"
 
-ROWS=("seq read 1M" "seq write 1M" "rand read 4K QD16")
+ROWS=()
+for row in "seq read 1M" "seq write 1M" "rand read 4K QD16"; do
+  [[ -z "$ONLY" || "$row" =~ $ONLY ]] && ROWS+=("$row")
+done
 fio_args() {
   case $1 in
     "seq read 1M") echo "--rw=read --bs=1M --iodepth=1" ;;
@@ -118,6 +123,8 @@ others = [n for n in names if n != "ours"]
 print("| row | " + " | ".join(names) + " | " + " | ".join(f"ours/{n}" for n in others) + " |")
 print("| --- |" + " ---: |" * (len(names) + len(others)))
 for row in rows:
+    if (names[0], row) not in data:
+        continue
     cells, med = [], {}
     for name in names:
         values = data[(name, row)]
