@@ -203,6 +203,12 @@ public class NbdFuseTests
             });
             Parallel.For(0, chunks.Length, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i =>
                 Assert.Equal(chunks[i], ReadAt(mount.File, (long)i * (8 << 20), chunks[i].Length)));
+
+            // O_DIRECT reads: FUSE passes each 1 MiB request whole, past the page cache.
+            string copied = dir.File("back.bin");
+            ToolResult dd = Run("dd", "if=" + mount.File, "of=" + copied, "bs=1M", "count=4", "skip=8", "iflag=direct");
+            Assert.True(dd.ExitCode == 0, dd.ToString());
+            Assert.Equal(chunks[1], File.ReadAllBytes(copied));
             using var h = new NbdHandle();
             h.ConnectUri(server.Uri);
             for (int i = 0; i < chunks.Length; i++)
