@@ -52,12 +52,13 @@ public class EngineTests
         byte[] payload = new byte[size];
         new Random(3).NextBytes(payload);
         byte[]? received = null;
+        var issued = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using ScriptedServer server = Scripted.Serve(async c =>
         {
             ScriptedRequest read = await c.ReadRequestAsync();
             await c.SendDataChunkAsync(read, read.Offset, new byte[read.Length], done: true);
-            // The server's own pace: it reads nothing for a while, so that the callback finds the socket full.
-            await Task.Delay(300);
+            // The server reads nothing until the callback has issued the write, so that it finds the socket full.
+            await issued.Task.WaitAsync(Scripted.Deadline);
             ScriptedRequest write = await c.ReadRequestAsync();
             received = write.Payload;
             await c.SendSimpleReplyAsync(write.Cookie);
@@ -68,6 +69,7 @@ public class EngineTests
         h.AioPread(new byte[4096], 0, (ref int _) =>
         {
             write = h.PwriteAsync(payload, 0).AsTask();
+            issued.TrySetResult();
             return 1;
         });
         DateTime until = DateTime.UtcNow + Scripted.Deadline;

@@ -159,11 +159,16 @@ public sealed class ToolCommandLine
         }
         if (result.GetValue(version))
         {
-            Console.Out.Write(_program + " " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
+            PrintVersion(_program);
             return true;
         }
         return false;
     }
+
+    /// <summary>Prints libnbd's two version lines: the program's version, then the library's.</summary>
+    /// <param name="program">The program name.</param>
+    public static void PrintVersion(string program) =>
+        Console.Out.Write(program + " " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
 
     /// <summary>
     /// The value of <c>--timeout</c>: seconds, possibly fractional ("5", "0.5"); 0 means none.

@@ -123,7 +123,7 @@ internal static class FuseCommandLine
                             Console.Out.Write("-" + option + "\n");
                         return null;
                     case "version":
-                        PrintVersion();
+                        ToolCommandLine.PrintVersion(Program);
                         return null;
                     case "connections":
                         connections = ParseConnections(Value());
@@ -178,7 +178,7 @@ internal static class FuseCommandLine
                         verbose = true;
                         break;
                     case 'V':
-                        PrintVersion();
+                        ToolCommandLine.PrintVersion(Program);
                         return null;
                     default:
                         throw new ToolException($"invalid option -- '{option}'");
@@ -263,9 +263,6 @@ internal static class FuseCommandLine
             throw new ToolException("--connections option-argument must be an unsigned integer >= 1");
         return n;
     }
-
-    private static void PrintVersion() =>
-        Console.Out.Write(Program + " " + NbdHandle.GetVersion() + "\n" + NbdHandle.GetPackageName() + " " + NbdHandle.GetVersion() + "\n");
 
     /// <summary>The -o options as one FUSE option string, each escaped as fuse_opt_add_opt_escaped does.</summary>
     public static string JoinFuseOptions(IReadOnlyList<string> options)

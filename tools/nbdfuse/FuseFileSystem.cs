@@ -118,35 +118,18 @@ internal static unsafe class FuseFileSystem
     }
 
     [UnmanagedCallersOnly]
-    private static int Read(byte* path, byte* buffer, nuint count, long offset, void* fileInfo)
-    {
-        if (s_verbose)
-            Debug("read", path, $"count={count}, offset={offset}");
-        if (!IsTheFile(path))
-            return -ENOENT;
-        int length = Clamp(count, offset);
-        if (length == 0)
-            return 0;
-        try
-        {
-            Transfer(new Span<byte>(buffer, length), (ulong)offset, write: false);
-            return length;
-        }
-#pragma warning disable CA1031 // Whatever went wrong is an errno for the program reading the file.
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            return Failed(e);
-        }
-    }
+    private static int Read(byte* path, byte* buffer, nuint count, long offset, void* fileInfo) =>
+        ReadOrWrite("read", path, buffer, count, offset, write: false);
 
     [UnmanagedCallersOnly]
-    private static int Write(byte* path, byte* buffer, nuint count, long offset, void* fileInfo)
+    private static int Write(byte* path, byte* buffer, nuint count, long offset, void* fileInfo) =>
+        s_readOnly ? -EACCES : ReadOrWrite("write", path, buffer, count, offset, write: true);
+
+    /// <summary>A read or a write of the file: the bytes transferred (fewer at the end of the export), or -errno.</summary>
+    private static int ReadOrWrite(string operation, byte* path, byte* buffer, nuint count, long offset, bool write)
     {
         if (s_verbose)
-            Debug("write", path, $"count={count}, offset={offset}");
-        if (s_readOnly)
-            return -EACCES;
+            Debug(operation, path, $"count={count}, offset={offset}");
         if (!IsTheFile(path))
             return -ENOENT;
         int length = Clamp(count, offset);
@@ -154,10 +137,10 @@ internal static unsafe class FuseFileSystem
             return 0;
         try
         {
-            Transfer(new Span<byte>(buffer, length), (ulong)offset, write: true);
+            Transfer(new Span<byte>(buffer, length), (ulong)offset, write);
             return length;
         }
-#pragma warning disable CA1031
+#pragma warning disable CA1031 // Whatever went wrong is an errno for the program using the file.
         catch (Exception e)
 #pragma warning restore CA1031
         {
