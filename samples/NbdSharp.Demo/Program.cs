@@ -1,33 +1,33 @@
 using System;
-using System.Diagnostics;
 using System.IO;
 using System.Security.Cryptography;
-using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Server;
 
 namespace NbdSharp.Demo;
 
 /// <summary>
-/// The quick start's demo: starts <c>nbdkit memory 64M</c> on a temporary Unix socket, connects with NbdSharp,
-/// writes 4 MiB in three API styles (synchronous, libnbd's aio with cookies, Task-based), reads it back,
-/// compares, and prints what the server said about the export.
+/// The quick start's demo: serves a 64 MiB memory disk with NbdSharp.Server in this very process on a temporary Unix
+/// socket, connects to it with NbdSharp's client, writes 4 MiB in three API styles (synchronous, libnbd's aio with
+/// cookies, Task-based), reads it back, compares, and prints what the server said about the export.
 /// </summary>
 internal static class Program
 {
     private static async Task<int> Main()
     {
         string dir = Directory.CreateTempSubdirectory("nbdsharp-demo-").FullName;
-        string socket = Path.Combine(dir, "nbdkit.sock");
-        using Process? nbdkit = StartNbdkit(socket);
-        if (nbdkit == null)
-            return 1;
+        string socket = Path.Combine(dir, "nbd.sock");
+        using var disk = new MemoryExport(64 << 20);
+        var server = new NbdServer();
+        server.AddExport("", disk, "the demo's memory disk");
+        string uri = server.ListenUnix(socket);
         try
         {
             using var h = new NbdHandle();
             h.AddMetaContext(MetaContext.BaseAllocation);
-            h.ConnectUri("nbd+unix:///?socket=" + socket);
+            h.ConnectUri(uri);
 
-            Console.WriteLine($"connected to nbdkit on {socket}");
+            Console.WriteLine($"connected to NbdSharp.Server (in this process) at {uri}");
             Console.WriteLine($"  protocol:        {h.GetProtocol()}, structured replies: {h.GetStructuredRepliesNegotiated()}");
             Console.WriteLine($"  export size:     {h.GetSize()} bytes");
             Console.WriteLine($"  read-only:       {h.IsReadOnly()}");
@@ -88,35 +88,8 @@ internal static class Program
         }
         finally
         {
-            if (!nbdkit.HasExited)
-                nbdkit.Kill();
-            nbdkit.WaitForExit();
+            await server.DisposeAsync();
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    private static Process? StartNbdkit(string socket)
-    {
-        var info = new ProcessStartInfo("nbdkit") { UseShellExecute = false };
-        foreach (string arg in new[] { "-f", "--exit-with-parent", "-U", socket, "memory", "64M" })
-            info.ArgumentList.Add(arg);
-        Process process;
-        try
-        {
-            process = Process.Start(info)!;
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            Console.Error.WriteLine("nbdsharp-demo: cannot start nbdkit (apt-get install nbdkit): " + e.Message);
-            return null;
-        }
-        for (int i = 0; i < 500 && !File.Exists(socket); i++)
-            Thread.Sleep(10);
-        if (File.Exists(socket))
-            return process;
-        Console.Error.WriteLine("nbdsharp-demo: nbdkit did not start");
-        process.Kill();
-        process.Dispose();
-        return null;
     }
 }

@@ -17,6 +17,19 @@ public static class Peers
         return ServerProcess.Start(dir, socket, program, all);
     }
 
+    /// <summary>
+    /// Starts NbdSharp's own server, <paramref name="program"/> (a built <c>nbdsharp-server</c>), as
+    /// <c>nbdsharp-server -f -U SOCKET --exit-with-parent ARGS...</c>: nbdkit's arguments, e.g. <c>("memory", "64M")</c>.
+    /// </summary>
+    public static ServerProcess NbdSharpServer(string program, params string[] args)
+    {
+        var dir = new TempDirectory();
+        string socket = dir.File("nbdsharp-server.sock");
+        var all = new List<string> { "-f", "-U", socket, "--exit-with-parent" };
+        all.AddRange(args);
+        return ServerProcess.Start(dir, socket, program, all);
+    }
+
     /// <summary>Starts <c>nbdkit -f -i 127.0.0.1 -p PORT --exit-with-parent ARGS...</c> (TCP on loopback only).</summary>
     public static ServerProcess NbdkitTcp(int port, params string[] args) => NbdkitTcpOn("127.0.0.1", port, args);
 
