@@ -19,8 +19,9 @@ if ! dotnet build NbdSharp.slnx -c Release -nologo -v q -clp:ErrorsOnly; then
 fi
 
 # Native AOT keeps the library honest about trimming and reflection: any IL warning fails the build.
-# nbd-iops covers the library, nbdinfo the tools' shared command-line layer, nbdfuse the native FUSE binding.
-for tool in nbd-iops nbdinfo nbdfuse; do
+# nbd-iops covers the library, nbdinfo the tools' shared command-line layer, nbdfuse the native FUSE binding,
+# nbdsharp-server the server library.
+for tool in nbd-iops nbdinfo nbdfuse nbdsharp-server; do
   if ! dotnet publish "tools/$tool" -c Release -r linux-x64 -p:PublishAot=true -nologo -v q -clp:ErrorsOnly \
        -o "artifacts/aot-check/$tool" >/dev/null; then
     echo "test.sh: Native AOT publish of $tool failed" >&2
