@@ -18,8 +18,12 @@ internal sealed class ServedExport(string name, string? description, NbdExport e
             flags |= TransmissionFlags.ReadOnly;
         else
         {
-            // Write-zeroes is always offered on a writable export: without ZeroAsync the server writes zeroes.
-            flags |= TransmissionFlags.SendWriteZeroes | TransmissionFlags.SendFastZero;
+            // Write-zeroes is always offered on a writable export: without ZeroAsync the server writes zeroes. Fast
+            // zero as nbdkit decides it: where the export zeroes faster than writing, or has no ZeroAsync at all (a
+            // fast-zero request then fails at once with ENOTSUP, which is all the flag promises).
+            flags |= TransmissionFlags.SendWriteZeroes;
+            if (!e.CanZero || e.CanFastZero)
+                flags |= TransmissionFlags.SendFastZero;
             if (e.CanTrim)
                 flags |= TransmissionFlags.SendTrim;
             if (e.CanFua)

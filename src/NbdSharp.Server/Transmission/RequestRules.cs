@@ -75,6 +75,9 @@ internal static class RequestRules
 
         if ((flags & ~KnownFlags) != 0)
             return Fail(NbdErrors.Einval, "unknown command flags", out error, out message);
+        // A change to a read-only export is EPERM whatever its flags (as nbdkit answers a write with FUA there).
+        if ((state.Flags & TransmissionFlags.ReadOnly) != 0 && command is NbdCommand.Write or NbdCommand.Trim or NbdCommand.WriteZeroes)
+            return Fail(NbdErrors.Eperm, "the export is read-only", out error, out message);
         if ((flags & CommandFlags.PayloadLen) != 0 && (!state.Extended || command != NbdCommand.Write))
             return Fail(NbdErrors.Einval, "NBD_CMD_FLAG_PAYLOAD_LEN is not valid for this command", out error, out message);
         if ((flags & CommandFlags.Fua) != 0 && (state.Flags & TransmissionFlags.SendFua) == 0)
