@@ -431,6 +431,9 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
                 stop = linked.Token;
             }
             using CancellationTokenRegistration interrupt = InterruptOn(stream, stop);
+            // StopAsync's token fired: whatever the connection waits for (a client that reads no replies, an export
+            // that ignores its token), it ends now.
+            using CancellationTokenRegistration cut = _abort.Token.Register(static s => Cut((Stream)s!), stream);
             string reason = await ServeConnectionAsync(stream, log, stop).ConfigureAwait(false);
             log.Closed(reason);
         }
@@ -464,15 +467,20 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stop);
             timeout.CancelAfter(_options.HandshakeTimeout);
-            using CancellationTokenRegistration interrupt = InterruptOn(stream, timeout.Token);
+            // No request is in flight yet: at the timeout the connection is cut both ways, so a handshake blocked
+            // sending replies to a client that reads none ends too.
+            using CancellationTokenRegistration interrupt = timeout.Token.Register(static s => Cut((Stream)s!), stream);
             try
             {
                 negotiated = await handshake.RunAsync(timeout.Token).ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+            catch (Exception e) when (timeout.IsCancellationRequested && e is OperationCanceledException or IOException or ObjectDisposedException)
             {
-                return "the handshake took longer than " + _options.HandshakeTimeout;
+                return Cutoff(stop);
             }
+            // A cut connection reads as end of stream: say why it ended.
+            if (negotiated == null && timeout.IsCancellationRequested)
+                return Cutoff(stop);
         }
         Stream transport = handshake.Stream;
         try
@@ -480,7 +488,7 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
             if (negotiated == null)
                 return "the handshake ended";
             log.Transmission(negotiated.Export.Name, negotiated.Structured, negotiated.Extended);
-            using var loop = new TransmissionLoop(transport, input, negotiated, _options, log, _abort.Token);
+            var loop = new TransmissionLoop(transport, input, negotiated, _options, log, _abort.Token);
             return await loop.RunAsync(stop).ConfigureAwait(false);
         }
         finally
@@ -493,6 +501,27 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
     /// <summary>A blocked read does not see a cancellation token: shutting the socket's receive side ends it.</summary>
     private static CancellationTokenRegistration InterruptOn(Stream stream, CancellationToken token) =>
         stream is BlockingSocketStream blocking ? token.Register(static s => ((BlockingSocketStream)s!).Interrupt(), blocking) : default;
+
+    private string Cutoff(CancellationToken stop) =>
+        stop.IsCancellationRequested ? "the server is stopping" : "the handshake took longer than " + _options.HandshakeTimeout;
+
+    /// <summary>Ends every read and write of a connection, blocked or not.</summary>
+    private static void Cut(Stream stream)
+    {
+        if (stream is BlockingSocketStream blocking)
+        {
+            blocking.Abort();
+            return;
+        }
+        try
+        {
+            stream.Dispose();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or NotSupportedException)
+        {
+            // Closing a stream in use may complain; it is closed all the same.
+        }
+    }
 
     private static string Describe(Socket socket)
     {

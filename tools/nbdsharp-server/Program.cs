@@ -19,6 +19,9 @@ internal static class Program
 {
     public const string Name = "nbdsharp-server";
 
+    /// <summary>How long a stop waits for requests in flight before cutting the connections still open.</summary>
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
+
     /// <summary>Set in the background copy that the first process starts and waits for.</summary>
     private const string DaemonVariable = "NBDSHARP_SERVER_DAEMON";
 
@@ -109,7 +112,9 @@ internal static class Program
             }
             finally
             {
-                server.StopAsync().GetAwaiter().GetResult();
+                // Requests in flight get a moment to finish; a client that reads no replies does not hold the exit.
+                using var grace = new CancellationTokenSource(StopGrace);
+                server.StopAsync(grace.Token).GetAwaiter().GetResult();
                 if (tempDir != null)
                     Directory.Delete(tempDir, recursive: true);
             }
@@ -240,7 +245,8 @@ internal static class Program
         using Process child = Process.Start(start) ?? throw new ToolException("--run: could not start /bin/sh");
         using (stop.Token.Register(static c => TryKill((Process)c!), child))
             child.WaitForExit();
-        server.StopAsync().GetAwaiter().GetResult();
+        using var grace = new CancellationTokenSource(StopGrace);
+        server.StopAsync(grace.Token).GetAwaiter().GetResult();
         return child.ExitCode;
     }
 

@@ -5,8 +5,9 @@ using System.Threading.Tasks;
 namespace NbdSharp.Server;
 
 /// <summary>
-/// Another export seen read-only (nbdkit's <c>-r</c>): reads, extents and cache go through; clients are told the
-/// export is read-only, so writes, trims and write-zeroes fail with EPERM before reaching it.
+/// Another export seen read-only (nbdkit's <c>-r</c>): reads, extents, cache and flush go through (nbdkit keeps
+/// flush on a read-only export too); clients are told the export is read-only, so writes, trims and write-zeroes fail
+/// with EPERM before reaching it.
 /// </summary>
 public sealed class ReadOnlyExport : NbdExport
 {
@@ -26,6 +27,9 @@ public sealed class ReadOnlyExport : NbdExport
 
     /// <inheritdoc/>
     public override bool IsReadOnly => true;
+
+    /// <inheritdoc/>
+    public override bool CanFlush => _inner.CanFlush;
 
     /// <inheritdoc/>
     public override bool CanCache => _inner.CanCache;
@@ -48,6 +52,9 @@ public sealed class ReadOnlyExport : NbdExport
     /// <inheritdoc/>
     public override ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
         _inner.ReadAsync(offset, buffer, cancellationToken);
+
+    /// <inheritdoc/>
+    public override ValueTask FlushAsync(CancellationToken cancellationToken) => _inner.FlushAsync(cancellationToken);
 
     /// <inheritdoc/>
     public override ValueTask CacheAsync(long offset, long length, CancellationToken cancellationToken) =>

@@ -38,6 +38,23 @@ internal sealed class BlockingSocketStream : DuplexStream
         }
     }
 
+    /// <summary>
+    /// Cuts the connection both ways: a read blocked in recv() sees end of stream and a write blocked in send() to a
+    /// client that reads nothing fails, so the thread serving it is free again.
+    /// </summary>
+    public void Abort()
+    {
+        Interlocked.Exchange(ref _interrupted, 1);
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already closed.
+        }
+    }
+
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
     public override int Read(Span<byte> buffer)

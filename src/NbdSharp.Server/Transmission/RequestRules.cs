@@ -1,3 +1,4 @@
+using System;
 using NbdSharp.Protocol;
 
 namespace NbdSharp.Server.Transmission;
@@ -32,8 +33,21 @@ internal static class RequestRules
     /// </summary>
     public const ulong MaxDiscardedPayload = 32 * 1024 * 1024;
 
+    /// <summary>
+    /// The largest read or write the server takes, whatever an export advertises (nbdkit's limit too): an export may say
+    /// 0xffffffff, "no limit", but a client must not make the server allocate gigabytes for one request.
+    /// </summary>
+    public const uint MaxRequestSize = 64 * 1024 * 1024;
+
     private const CommandFlags KnownFlags =
         CommandFlags.Fua | CommandFlags.NoHole | CommandFlags.Df | CommandFlags.ReqOne | CommandFlags.FastZero | CommandFlags.PayloadLen;
+
+    /// <summary>
+    /// The block sizes the server advertises and enforces for an export: its own, with the preferred and maximum sizes
+    /// capped at <see cref="MaxRequestSize"/> (a power of two and a multiple of any valid minimum, so the result stays valid).
+    /// </summary>
+    public static ExportBlockSize Served(ExportBlockSize sizes) =>
+        new(sizes.Minimum, Math.Min(sizes.Preferred, MaxRequestSize), Math.Min(sizes.Maximum, MaxRequestSize));
 
     /// <summary>
     /// Checks <paramref name="header"/>. <paramref name="payload"/> is how many bytes follow it on the wire (read them

@@ -16,7 +16,11 @@ namespace NbdSharp.Server.Transmission;
 /// inline by the reader), and replies written whole, one at a time, in the order requests complete. Every request
 /// gets exactly one reply unless the connection breaks.
 /// </summary>
-internal sealed class TransmissionLoop : IDisposable
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed",
+    Justification = "After an abort, requests an export still runs may reply after RunAsync returns: the write lock must outlive it, and it holds no wait handle.")]
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable",
+    Justification = "As above: the write lock is never disposed.")]
+internal sealed class TransmissionLoop
 {
     private static readonly byte[] Zeroes = new byte[1024 * 1024];
 
@@ -54,7 +58,7 @@ internal sealed class TransmissionLoop : IDisposable
         _options = options;
         _log = log;
         _abort = abort;
-        _state = new TransmissionState(_export.Size, negotiated.Flags, _export.BlockSize, negotiated.Structured, negotiated.Extended,
+        _state = new TransmissionState(_export.Size, negotiated.Flags, RequestRules.Served(_export.BlockSize), negotiated.Structured, negotiated.Extended,
             negotiated.BaseAllocation);
         _budget = new InFlightBudget(options.MaxRequestsInFlight, options.MaxBytesInFlight);
     }
@@ -103,11 +107,14 @@ internal sealed class TransmissionLoop : IDisposable
                     break;
                 }
 
-                long bytes = header.Type == NbdCommand.Read ? (long)header.Length : (long)payload;
+                long bytes = Cost(header, payload);
                 ValueTask admitted = _budget.AcquireAsync(bytes);
                 if (!admitted.IsCompleted)
+                {
                     await FlushCorkAsync().ConfigureAwait(false);
-                await admitted.ConfigureAwait(false);
+                    // Requests whose replies a client does not read never finish: only an abort ends this wait then.
+                    await admitted.AsTask().WaitAsync(_abort).ConfigureAwait(false);
+                }
                 Interlocked.Increment(ref _inFlight);
                 byte[]? data = null;
                 if (payload > 0)
@@ -137,7 +144,7 @@ internal sealed class TransmissionLoop : IDisposable
                 _inline = false;
             }
         }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        catch (OperationCanceledException) when (stop.IsCancellationRequested || _abort.IsCancellationRequested)
         {
             reason = "the server is stopping";
         }
@@ -149,12 +156,43 @@ internal sealed class TransmissionLoop : IDisposable
         await FlushCorkAsync().ConfigureAwait(false);
         Volatile.Write(ref _readerDone, 1);
         if (Interlocked.CompareExchange(ref _inFlight, 0, 0) != 0)
-            await _drained.Task.ConfigureAwait(false);
+        {
+            try
+            {
+                await _drained.Task.WaitAsync(_abort).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Cut while requests still run (an export that ignores its token): they find the connection broken
+                // when they finish, and their buffers go back to the pool then.
+                _broken = true;
+                return "the server is stopping: requests in flight were abandoned";
+            }
+        }
+        if (_abort.IsCancellationRequested)
+            return "the server is stopping";
         return _broken ? "the connection broke while replying" : reason;
     }
 
-    /// <summary>Releases the write lock; call once <see cref="RunAsync"/> has returned.</summary>
-    public void Dispose() => _writeLock.Dispose();
+    /// <summary>
+    /// What a request makes the server hold until its reply is sent: a read its data, a write its payload, a block
+    /// status the largest reply it may build (descriptors and the extent list behind them).
+    /// </summary>
+    private long Cost(in RequestHeader header, ulong payload)
+    {
+        switch (header.Type)
+        {
+            case NbdCommand.Read:
+                return (long)header.Length;
+            case NbdCommand.BlockStatus:
+                int extents = ((CommandFlags)header.Flags & CommandFlags.ReqOne) != 0 ? 1 : _options.MaxExtentsPerReply;
+                int descriptor = _state.Extended ? BlockStatusChunk.WideDescriptorSize : BlockStatusChunk.NarrowDescriptorSize;
+                // The list keeps a long and a uint per extent.
+                return 64 + (long)extents * (descriptor + sizeof(long) + sizeof(uint));
+            default:
+                return (long)payload;
+        }
+    }
 
     private void Finish(long bytes)
     {
@@ -223,9 +261,11 @@ internal sealed class TransmissionLoop : IDisposable
         }
         if (fast)
             throw new NbdException(Errno.ENOTSUP, "the export cannot zero faster than writing");
+        // Writes of zeroes no larger than the export said it takes.
+        int most = (int)Math.Min(Zeroes.Length, _state.BlockSize.Maximum);
         while (length > 0)
         {
-            int n = (int)Math.Min(length, Zeroes.Length);
+            int n = (int)Math.Min(length, most);
             await _export.WriteAsync(offset, Zeroes.AsMemory(0, n), fua && n == length, _abort).ConfigureAwait(false);
             offset += n;
             length -= n;

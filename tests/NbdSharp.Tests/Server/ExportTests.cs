@@ -447,6 +447,8 @@ public class ExportTests
             Assert.Equal(inner.CanExtents, export.CanExtents);
             Assert.Equal(inner.CanSparseRead, export.CanSparseRead);
             Assert.Equal(inner.CanMultiConn, export.CanMultiConn);
+            // nbdkit -r keeps flush: so does the wrapper.
+            Assert.Equal(inner.CanFlush, export.CanFlush);
             Assert.Equal(Read(inner, 0, 4096), Read(export, 0, 4096));
             Assert.Equal(Extents(inner, 0, 1 << 20), Extents(export, 0, 1 << 20));
         }
@@ -461,7 +463,7 @@ public class ExportTests
         using var export = new ReadOnlyExport(new MemoryExport(4096), ownsInner: true);
         NbdException e = await Assert.ThrowsAsync<NbdException>(() => export.WriteAsync(0, new byte[1], fua: false, None).AsTask());
         Assert.Equal(Errno.EPERM, e.Errno);
-        Assert.False(export.CanTrim || export.CanZero || export.CanFlush || export.CanFua);
+        Assert.False(export.CanTrim || export.CanZero || export.CanFua);
     }
 
     // ---- stream ----
