@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzing NbdSharp with AFL++ through SharpFuzz (docs/hardening.md, "Fuzzing").
 #
-#   fuzz/fuzz.sh build                  publish the fuzz host twice (release, and canary with the library of
-#                                       fuzz/NbdSharp.Canary, which plants the bugs) and instrument NbdSharp.dll in both
+#   fuzz/fuzz.sh build                  publish the fuzz host twice (release, and canary with the libraries of
+#                                       fuzz/NbdSharp.Canary and fuzz/NbdSharp.Server.Canary, which plant the bugs) and
+#                                       instrument NbdSharp.dll and NbdSharp.Server.dll in both
 #   fuzz/fuzz.sh run TARGET SECONDS [DIR]
 #                                       fuzz one target from fuzz/corpus/TARGET into DIR (artifacts/fuzz/run-TARGET);
 #                                       prints execs, corpus, crashes, hangs
@@ -11,14 +12,15 @@
 #                                       canary must be found within 3 x SECONDS; ends "fuzz: N passed, N failed"
 #   fuzz/fuzz.sh minimize TARGET [DIR]  afl-cmin the queue of a run (and the corpus) into fuzz/corpus/TARGET
 #
-# TARGET is reply, client, handshake or uri. Output goes to artifacts/fuzz/. Needs afl++ (apt-get install afl++).
+# TARGET is reply, client, handshake, uri (the client), server-request or server-option (the server). Output goes
+# to artifacts/fuzz/. Needs afl++ (apt-get install afl++).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=$root/artifacts/fuzz
 # The uninstrumented host (instrumented code only runs under afl-fuzz): seeds, replays.
 plain=$root/artifacts/bin/NbdSharp.Fuzz/release/NbdSharp.Fuzz.dll
-targets=(reply client handshake uri)
+targets=(reply client handshake uri server-request server-option)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 export AFL_SKIP_BIN_CHECK=1 AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 
@@ -27,23 +29,35 @@ die() { echo "fuzz.sh: $*" >&2; exit 1; }
 build() {
   command -v afl-fuzz >/dev/null || die "afl-fuzz is missing (apt-get install afl++)"
   dotnet tool restore >/dev/null || die "dotnet tool restore failed (SharpFuzz.CommandLine)"
-  rm -rf "$out/release" "$out/canary" "$out/canary-library"
+  rm -rf "$out/release" "$out/canary" "$out/canary-library" "$out/canary-server-library"
   dotnet publish fuzz/NbdSharp.Fuzz -c Release -nologo -v q -clp:ErrorsOnly -o "$out/release" >/dev/null ||
     die "publishing the fuzz host failed"
-  # The canary host is the same host with the library built from fuzz/NbdSharp.Canary (the planted bugs).
+  # The canary host is the same host with the libraries built from fuzz/NbdSharp.Canary and
+  # fuzz/NbdSharp.Server.Canary (the planted bugs).
   cp -r "$out/release" "$out/canary"
   dotnet build fuzz/NbdSharp.Canary -c Release -nologo -v q -clp:ErrorsOnly -o "$out/canary-library" >/dev/null ||
     die "building the canary library failed"
   cp "$out/canary-library/NbdSharp.dll" "$out/canary-library/NbdSharp.pdb" "$out/canary/"
-  local dir
+  dotnet build fuzz/NbdSharp.Server.Canary -c Release -nologo -v q -clp:ErrorsOnly -o "$out/canary-server-library" >/dev/null ||
+    die "building the server canary library failed"
+  cp "$out/canary-server-library/NbdSharp.Server.dll" "$out/canary-server-library/NbdSharp.Server.pdb" "$out/canary/"
+  local dir lib
   for dir in "$out/release" "$out/canary"; do
-    # Only the library is instrumented: coverage of the harness and the runtime would be noise.
-    dotnet sharpfuzz "$dir/NbdSharp.dll" >/dev/null || die "instrumenting $dir/NbdSharp.dll failed"
+    # Only the libraries are instrumented: coverage of the harness and the runtime would be noise.
+    for lib in NbdSharp NbdSharp.Server; do
+      dotnet sharpfuzz "$dir/$lib.dll" >/dev/null || die "instrumenting $dir/$lib.dll failed"
+    done
   done
 }
 
 # dict TARGET: the afl dictionary of a target
-dict() { if [ "$1" = uri ]; then echo uri.dict; else echo nbd.dict; fi; }
+dict() {
+  case "$1" in
+    uri) echo uri.dict ;;
+    server-*) echo server.dict ;;
+    *) echo nbd.dict ;;
+  esac
+}
 
 # stat FILE KEY: one value from an afl fuzzer_stats file
 stat() { sed -n "s/^$2 *: *//p" "$1" | head -1; }
@@ -142,7 +156,7 @@ case "${1:-}" in
     echo "fuzz/corpus/$2: $i inputs"
     ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -40,7 +40,7 @@ internal static class Program
             File.WriteAllBytes(args[3], Recorder.Record(args[1], args[2]));
             return 0;
         }
-        Console.Error.WriteLine("usage: NbdSharp.Fuzz reply|client|handshake|uri   (under afl-fuzz)");
+        Console.Error.WriteLine("usage: NbdSharp.Fuzz reply|client|handshake|uri|server-request|server-option   (under afl-fuzz)");
         Console.Error.WriteLine("       NbdSharp.Fuzz replay TARGET FILE|DIR...");
         Console.Error.WriteLine("       NbdSharp.Fuzz seeds TARGET DIR");
         Console.Error.WriteLine("       NbdSharp.Fuzz record client|handshake UNIX-SOCKET FILE");

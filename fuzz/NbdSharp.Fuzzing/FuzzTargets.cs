@@ -23,13 +23,14 @@ public enum ReplyMode : byte
 /// <item><c>client</c>: [split] then everything the server sends, handshake included.</item>
 /// <item><c>handshake</c>: [split] then everything the server sends to an opt-mode client.</item>
 /// <item><c>uri</c>: the URI as UTF-8.</item>
+/// <item><c>server-request</c>, <c>server-option</c>: the server's side, with the fuzzer as the client (see <see cref="ServerTargets"/>).</item>
 /// </list>
 /// split is the most bytes one receive returns (0 = no limit), so short reads are exercised too.
 /// </summary>
 public static class FuzzTargets
 {
     /// <summary>The target names, as the fuzz host and fuzz.sh take them.</summary>
-    public static readonly string[] Names = ["reply", "client", "handshake", "uri"];
+    public static readonly string[] Names = ["reply", "client", "handshake", "uri", "server-request", "server-option"];
 
     /// <summary>Runs the target called <paramref name="name"/> on <paramref name="input"/>.</summary>
     public static FuzzOutcome Run(string name, ReadOnlySpan<byte> input)
@@ -40,6 +41,8 @@ public static class FuzzTargets
             "client" => Client(input),
             "handshake" => Handshake(input),
             "uri" => Uri(input),
+            "server-request" => ServerTargets.Request(input),
+            "server-option" => ServerTargets.Option(input),
             _ => throw new ArgumentException("unknown fuzz target " + name, nameof(name)),
         };
     }

@@ -187,6 +187,14 @@ public static class Seeds
                 for (int i = 0; i < Uris.Length; i++)
                     yield return ($"uri{i}", Encoding.UTF8.GetBytes(Uris[i]), 0);
                 break;
+            case "server-request":
+                foreach ((string Name, byte[] Input, int Failures) seed in ServerSeeds.Requests())
+                    yield return seed;
+                break;
+            case "server-option":
+                foreach ((string Name, byte[] Input, int Failures) seed in ServerSeeds.Options())
+                    yield return seed;
+                break;
             default:
                 throw new ArgumentException("unknown fuzz target " + target, nameof(target));
         }
