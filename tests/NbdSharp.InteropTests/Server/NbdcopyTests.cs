@@ -31,13 +31,14 @@ public class NbdcopyTests
     }
 
     [Theory]
-    [InlineData(4 * MiB, "1")]
-    [InlineData(64 * MiB, "4")]
-    [InlineData(5 * MiB + 123, "2")]
-    public void RandomFile_IntoTheServerAndBackOut_IsByteForByte(long size, string connections)
+    [InlineData(4 * MiB, "1", true)]
+    [InlineData(64 * MiB, "4", true)]
+    [InlineData(64 * MiB, "4", false)]
+    [InlineData(5 * MiB + 123, "2", true)]
+    public void RandomFile_IntoTheServerAndBackOut_IsByteForByte(long size, string connections, bool threadPerConnection)
     {
         var memory = new MemoryExport(size);
-        using var server = TestServer.Start(memory);
+        using var server = TestServer.Start(memory, new NbdServerOptions { ThreadPerConnection = threadPerConnection });
         string input = server.Directory.File("in.bin");
         string output = server.Directory.File("out.bin");
         byte[] data = RandomFile(input, (int)size, (int)size);

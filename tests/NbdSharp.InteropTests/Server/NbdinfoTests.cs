@@ -240,6 +240,8 @@ public class NbdinfoTests
         { "readonly-memory", "--is", "read-only", 0 },
         { "readonly-memory", "--can", "write", 2 },
         { "readonly-memory", "--can", "trim", 2 },
+        // As nbdkit -r memory: a read-only export keeps flush.
+        { "readonly-memory", "--can", "flush", 0 },
         { "bare", "--can", "trim", 2 },
         { "bare", "--can", "flush", 2 },
         { "bare", "--can", "fua", 2 },
@@ -335,6 +337,32 @@ public class NbdinfoTests
         using var structuredOnly = TestServer.Start(new MemoryExport(MiB), new NbdServerOptions { ExtendedHeaders = false });
         Assert.StartsWith("protocol: newstyle-fixed without TLS, using structured packets\n",
             Clients.Libnbd122("nbdinfo", structuredOnly.Uri).Stdout, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// libnbd 1.14 (compact requests, 32-bit extents) maps a 6 GiB export with data past 4 GiB: the replies, each under
+    /// 4 GiB (nbdinfo joins neighbours of one type), are together what was written.
+    /// </summary>
+    [Fact]
+    public void Map_Past4GiB_WithCompactRequests()
+    {
+        const long size = 6L << 30;
+        var memory = new MemoryExport(size);
+        memory.Write((5L << 30) + 100, [1, 2, 3]);
+        using var server = TestServer.Start(memory);
+        JsonElement map = Json(Clients.Libnbd("nbdinfo", "--map", "--json", server.Uri).Stdout);
+        var merged = new List<(long Offset, long Length, int Type)>();
+        foreach (JsonElement e in map.EnumerateArray())
+        {
+            long offset = e.GetProperty("offset").GetInt64(), length = e.GetProperty("length").GetInt64();
+            int type = e.GetProperty("type").GetInt32();
+            Assert.Equal(merged.Count == 0 ? 0 : merged[^1].Offset + merged[^1].Length, offset);
+            if (merged.Count > 0 && merged[^1].Type == type)
+                merged[^1] = (merged[^1].Offset, merged[^1].Length + length, type);
+            else
+                merged.Add((offset, length, type));
+        }
+        Assert.Equal([(0L, 5L << 30, 3), (5L << 30, (long)Page, 0), ((5L << 30) + Page, size - (5L << 30) - Page, 3)], merged);
     }
 
     [Fact]

@@ -527,6 +527,84 @@ print(json.dumps({"done": done, "sha": sha(b"".join(b.to_bytearray() for b in bu
         Assert.Equal(0, server.Server.ConnectionCount);
     }
 
+    /// <summary>
+    /// NBD_OPT_LIST_META_CONTEXT with libnbd's queries, asked of our server and of nbdkit: the same contexts come back
+    /// for every well-formed query (exact, the "base:" wildcard, other namespaces, wrong case, none at all), and
+    /// NBD_OPT_SET_META_CONTEXT (through opt_go) selects base:allocation only when asked for by its full name.
+    /// </summary>
+    [Fact]
+    public void MetaContextQueries_ListAndSet_LikeNbdkit()
+    {
+        const string script = """
+h = nbd.NBD()
+h.set_opt_mode(True)
+h.connect_uri(sys.argv[1])
+out = {}
+for q in ["base:", "base:allocation", "qemu:dirty-bitmap:x", "base:foo", "BASE:allocation", "base:allocation2", None]:
+    h.clear_meta_contexts()
+    if q is not None:
+        h.add_meta_context(q)
+    got = []
+    n = try_(lambda: h.opt_list_meta_context(lambda c: got.append(c) or 0))
+    out[q or "(none)"] = [n, got]
+h.clear_meta_contexts()
+h.add_meta_context("qemu:dirty-bitmap:x")
+h.add_meta_context("base:allocation")
+out["go"] = try_(lambda: h.opt_go())
+out["selected"] = [h.can_meta_context("base:allocation"), h.can_meta_context("qemu:dirty-bitmap:x")]
+entries = []
+h.block_status(65536, 0, lambda meta, off, e, err: entries.append([meta, list(e)]) or 0)
+out["status"] = entries
+h.shutdown()
+print(json.dumps(out))
+""";
+        using var server = TestServer.Start(new MemoryExport(MiB));
+        using ServerProcess nbdkit = Peers.Nbdkit("memory", "1M");
+        JsonElement ours = Run(script, server.Uri);
+        JsonElement theirs = Run(script, nbdkit.Uri);
+        Assert.Equal("[1,[\"base:allocation\"]]", ours.GetProperty("base:").GetRawText().Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal("[0,[]]", ours.GetProperty("qemu:dirty-bitmap:x").GetRawText().Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal("[true,false]", ours.GetProperty("selected").GetRawText().Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal("[[\"base:allocation\",[65536,3]]]", ours.GetProperty("status").GetRawText().Replace(" ", "", StringComparison.Ordinal));
+        Assert.Equal(theirs.GetRawText(), ours.GetRawText());
+    }
+
+    /// <summary>
+    /// Requests at and over the advertised 32 MiB maximum (strict mode off): 32 MiB reads and writes work; a larger read
+    /// is EINVAL (EOVERFLOW with DF, as proto.md suggests) and the connection goes on; a larger write carries more
+    /// payload than the server will skip, so it closes the connection, which proto.md permits past 32 MiB. (nbdkit 1.32
+    /// advertises no maximum and serves both up to 64 MiB.)
+    /// </summary>
+    [Fact]
+    public void OversizedRequests_PastTheAdvertisedMaximum()
+    {
+        using var server = TestServer.Start(new MemoryExport(128 * MiB));
+        JsonElement result = Run("""
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.set_strict_mode(0)
+M = 1 << 20
+out = {"max": h.get_block_size(nbd.SIZE_MAXIMUM)}
+out["w32"] = try_(lambda: h.pwrite(b"\x07" * (32 * M), 0))
+out["r32"] = try_(lambda: h.pread(32 * M, 0) == b"\x07" * (32 * M))
+out["r33"] = try_(lambda: h.pread(33 * M, 0))
+out["r33df"] = try_(lambda: h.pread(33 * M, 0, nbd.CMD_FLAG_DF))
+out["after_reads"] = try_(lambda: h.pread(512, 0))
+out["w33"] = try_(lambda: h.pwrite(b"x" * (33 * M), 0))
+out["dead"] = h.aio_is_dead() or h.aio_is_closed()
+print(json.dumps(out))
+""", server.Uri);
+        Assert.Equal(32 * MiB, result.GetProperty("max").GetInt64());
+        Assert.Equal("ok", result.GetProperty("w32").GetString());
+        Assert.True(result.GetProperty("r32").GetBoolean());
+        Assert.Equal("EINVAL", result.GetProperty("r33").GetString());
+        Assert.Equal("EOVERFLOW", result.GetProperty("r33df").GetString());
+        Assert.Equal("ok", result.GetProperty("after_reads").GetString());
+        Assert.NotEqual("ok", result.GetProperty("w33").GetString());
+        Assert.True(result.GetProperty("dead").GetBoolean());
+        Assert.True(server.Log.WaitFor("is larger than the maximum", TimeSpan.FromSeconds(10)), server.Log.ToString());
+    }
+
     private const string ProbeScript = """
 h = nbd.NBD()
 h.set_request_structured_replies(sys.argv[2] == "1")

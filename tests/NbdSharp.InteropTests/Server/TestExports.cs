@@ -184,3 +184,69 @@ internal sealed class GatedExport(long size) : NbdExport
         base.Dispose(disposing);
     }
 }
+
+/// <summary>
+/// A memory disk cut into slots of <paramref name="slotSize"/> bytes; a read in slot i waits until the test opens gate
+/// i, so the test decides the order in which requests complete.
+/// </summary>
+internal sealed class SlotGatedExport(int slots, int slotSize) : NbdExport
+{
+    private readonly MemoryExport _inner = new((long)slots * slotSize);
+    private readonly TaskCompletionSource[] _gates = CreateGates(slots);
+    private readonly object _lock = new();
+    private int _entered;
+
+    private static TaskCompletionSource[] CreateGates(int slots)
+    {
+        var gates = new TaskCompletionSource[slots];
+        for (int i = 0; i < slots; i++)
+            gates[i] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        return gates;
+    }
+
+    public override long Size => _inner.Size;
+
+    /// <summary>Whether a waiting read gives up when the server cancels it (else it waits for its gate regardless).</summary>
+    public bool HonourCancellation { get; init; }
+
+    public void Write(long offset, ReadOnlySpan<byte> data) => _inner.Write(offset, data);
+
+    /// <summary>Lets the reads of slot <paramref name="slot"/> go.</summary>
+    public void Open(int slot) => _gates[slot].TrySetResult();
+
+    /// <summary>Waits until <paramref name="count"/> reads have reached the export at once; false after <paramref name="timeout"/>.</summary>
+    public bool WaitForReads(int count, TimeSpan timeout)
+    {
+        DateTime deadline = DateTime.UtcNow + timeout;
+        lock (_lock)
+        {
+            while (_entered < count)
+            {
+                TimeSpan left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero)
+                    return false;
+                Monitor.Wait(_lock, left);
+            }
+            return true;
+        }
+    }
+
+    public override async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _entered++;
+            Monitor.PulseAll(_lock);
+        }
+        Task gate = _gates[(int)(offset / (Size / _gates.Length))].Task;
+        await (HonourCancellation ? gate.WaitAsync(cancellationToken) : gate).ConfigureAwait(false);
+        await _inner.ReadAsync(offset, buffer, cancellationToken).ConfigureAwait(false);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            _inner.Dispose();
+        base.Dispose(disposing);
+    }
+}
