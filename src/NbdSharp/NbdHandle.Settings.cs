@@ -165,8 +165,9 @@ public sealed partial class NbdHandle
 
     /// <summary>
     /// Whether connecting negotiates extended headers (<c>nbd_set_request_extended_headers</c>; default true,
-    /// as libnbd 1.18+), falling back to structured or simple replies when the server refuses. Allowed only
-    /// when newly created.
+    /// as libnbd 1.18+), falling back to structured or simple replies when the server refuses. Ignored, as in libnbd,
+    /// while <see cref="SetRequestStructuredReplies"/> is false: extended headers imply structured replies. Allowed
+    /// only when newly created.
     /// </summary>
     /// <param name="request">Whether to ask.</param>
     public void SetRequestExtendedHeaders(bool request)

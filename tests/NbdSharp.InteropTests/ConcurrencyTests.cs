@@ -17,11 +17,13 @@ public class ConcurrencyTests
     /// would be written into the middle of the other's payload (nbdcopy found this; the server then saw garbage
     /// where a request header belongs and hung up).
     /// </summary>
-    [Fact]
-    public void CallbacksSendingOnAnotherHandle_WhileThisOneWaitsToSend_KeepRequestsWhole()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void CallbacksSendingOnAnotherHandle_WhileThisOneWaitsToSend_KeepRequestsWhole(Peer peer)
     {
-        using ServerProcess first = Peers.Nbdkit("memory", "64M");
-        using ServerProcess second = Peers.Nbdkit("memory", "64M");
+        using var first = WellBehavedServer.Start(peer, "memory", "64M");
+        using var second = WellBehavedServer.Start(peer, "memory", "64M");
         using var x = new NbdHandle();
         using var y = new NbdHandle();
         x.ConnectUri(first.Uri);
@@ -59,10 +61,12 @@ public class ConcurrencyTests
         Assert.Equal(small, back[..4096]);
     }
 
-    [Fact]
-    public void ManyThreads_SyncAioAndAsyncTogether_OnOneHandle()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void ManyThreads_SyncAioAndAsyncTogether_OnOneHandle(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "64M");
+        using var server = WellBehavedServer.Start(peer, "memory", "64M");
         using var h = new NbdHandle();
         h.ConnectUri(server.Uri);
         const int threads = 12, rounds = 150, block = 16384;
@@ -151,10 +155,12 @@ public class ConcurrencyTests
         Assert.Equal(data, back);
     }
 
-    [Fact]
-    public void SyncCalls_CompleteWhileTheThreadPoolIsSaturated()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void SyncCalls_CompleteWhileTheThreadPoolIsSaturated(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "16M");
+        using var server = WellBehavedServer.Start(peer, "memory", "16M");
         using var h = new NbdHandle();
         h.ConnectUri(server.Uri);
         // Start with a Task-based command so the handle's reader thread exists and has been used.

@@ -16,10 +16,12 @@ namespace NbdSharp.InteropTests;
 /// </summary>
 public class EventLoopTests
 {
-    [Fact]
-    public void OutsideLoop_WatchesTheSocket_AndNotifies()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void OutsideLoop_WatchesTheSocket_AndNotifies(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("pattern", "1M");
+        using var server = WellBehavedServer.Start(peer, "pattern", "1M");
         using var h = new NbdHandle();
         Assert.Equal(AioDirection.None, h.AioGetDirection());
         Assert.Equal(Errno.EINVAL, Assert.Throws<NbdException>(() => h.AioGetFd()).Errno);
@@ -55,10 +57,12 @@ public class EventLoopTests
         Assert.True(h.GetHandleSize() > 0);
     }
 
-    [Fact]
-    public async Task Poll2_WakesForTheExtraDescriptor_AndTimesOut()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public async Task Poll2_WakesForTheExtraDescriptor_AndTimesOut(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "1M");
+        using var server = WellBehavedServer.Start(peer, "memory", "1M");
         using var h = new NbdHandle();
         h.ConnectUnix(server.Socket);
         using var pipe = new AnonymousPipeServerStream(PipeDirection.Out);
@@ -85,10 +89,12 @@ public class EventLoopTests
         Assert.Equal(0, h.Poll2(-1, 0));
     }
 
-    [Fact]
-    public void AioBlockStatus_And64_And_AioPreadStructured()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void AioBlockStatus_And64_And_AioPreadStructured(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "1M");
+        using var server = WellBehavedServer.Start(peer, "memory", "1M");
         using var h = new NbdHandle();
         h.AddMetaContext(MetaContext.BaseAllocation);
         h.ConnectUnix(server.Socket);

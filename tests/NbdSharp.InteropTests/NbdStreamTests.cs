@@ -9,16 +9,18 @@ namespace NbdSharp.InteropTests;
 public class NbdStreamTests
 {
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task RandomReadsAndWrites_MatchAMemoryModel(bool minimumBlockSize)
+    [InlineData(false, Peer.Nbdkit)]
+    [InlineData(true, Peer.Nbdkit)]
+    [InlineData(false, Peer.Embedded)]
+    public async Task RandomReadsAndWrites_MatchAMemoryModel(bool minimumBlockSize, Peer peer)
     {
-        string[] args = minimumBlockSize
-            ? ["--filter=blocksize-policy", "memory", "4M", "blocksize-minimum=4096", "blocksize-preferred=4096", "blocksize-maximum=65536", "blocksize-error-policy=error"]
-            : ["memory", "4M"];
-        using ServerProcess server = Peers.Nbdkit(args);
+        using ServerProcess? nbdkit = minimumBlockSize
+            ? Peers.Nbdkit("--filter=blocksize-policy", "memory", "4M", "blocksize-minimum=4096", "blocksize-preferred=4096",
+                "blocksize-maximum=65536", "blocksize-error-policy=error")
+            : null;
+        using WellBehavedServer? plain = minimumBlockSize ? null : WellBehavedServer.Start(peer, "memory", "4M");
         using var h = new NbdHandle();
-        h.ConnectUri(server.Uri);
+        h.ConnectUri(nbdkit?.Uri ?? plain!.Uri);
         await using var stream = new NbdStream(h);
         var model = new MemoryStream(new byte[4 << 20]);
         Assert.Equal(model.Length, stream.Length);

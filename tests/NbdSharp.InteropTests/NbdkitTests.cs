@@ -9,7 +9,10 @@ using Xunit;
 
 namespace NbdSharp.InteropTests;
 
-/// <summary>Every data command against nbdkit's plugins, data checked byte for byte, answers compared with libnbd's.</summary>
+/// <summary>
+/// Every data command against nbdkit's plugins, data checked byte for byte, answers compared with libnbd's. The tests
+/// that need only a well-behaved server run against the embedded one too (<see cref="Peer"/>).
+/// </summary>
 public class NbdkitTests
 {
     private static byte[] RandomBytes(int length, int seed)
@@ -31,10 +34,12 @@ public class NbdkitTests
         Assert.False(h.GetExtendedHeadersNegotiated());
     }
 
-    [Fact]
-    public void Memory_EverySyncCommand_DataByteForByte()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void Memory_EverySyncCommand_DataByteForByte(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "16M");
+        using var server = WellBehavedServer.Start(peer, "memory", "16M");
         using var h = new NbdHandle();
         h.ConnectUnix(server.Socket);
         byte[] data = RandomBytes(1 << 20, 1);
@@ -59,10 +64,12 @@ public class NbdkitTests
         Assert.Equal(Oracle.Sha256(h, 1 << 20, 1 << 20), libnbd.GetProperty("sha256").GetString());
     }
 
-    [Fact]
-    public void Memory_AioCommands_WithCallbacksAndCookies()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void Memory_AioCommands_WithCallbacksAndCookies(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "16M");
+        using var server = WellBehavedServer.Start(peer, "memory", "16M");
         using var h = new NbdHandle();
         h.ConnectUri(server.Uri);
         const int count = 64;
@@ -104,10 +111,12 @@ public class NbdkitTests
         }
     }
 
-    [Fact]
-    public async Task Memory_AsyncCommands_ManyInFlight()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public async Task Memory_AsyncCommands_ManyInFlight(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "16M");
+        using var server = WellBehavedServer.Start(peer, "memory", "16M");
         await using var h = new NbdHandle();
         await h.ConnectUriAsync(server.Uri);
         byte[][] blocks = Enumerable.Range(0, 128).Select(i => RandomBytes(32768, 100 + i)).ToArray();
@@ -125,10 +134,12 @@ public class NbdkitTests
         Assert.All(check, b => Assert.Equal(0, b));
     }
 
-    [Fact]
-    public void Pattern_EveryEightBytesHoldTheirOffset()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void Pattern_EveryEightBytesHoldTheirOffset(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("pattern", "1G");
+        using var server = WellBehavedServer.Start(peer, "pattern", "1G");
         using var h = new NbdHandle();
         h.ConnectUri(server.Uri);
         Assert.True(h.IsReadOnly());
@@ -159,10 +170,12 @@ public class NbdkitTests
         Assert.Equal(Oracle.Extents(libnbd), Oracle.Extents(h, 0, 64 << 20));
     }
 
-    [Fact]
-    public void Memory_BlockStatus_ShowsWhatWasWritten()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void Memory_BlockStatus_ShowsWhatWasWritten(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("memory", "8M");
+        using var server = WellBehavedServer.Start(peer, "memory", "8M");
         using var h = new NbdHandle();
         h.AddMetaContext(MetaContext.BaseAllocation);
         h.ConnectUri(server.Uri);
@@ -189,10 +202,12 @@ public class NbdkitTests
         Assert.Equal(1, count);
     }
 
-    [Fact]
-    public void Null_ReadsZeroesAndDiscardsWrites()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void Null_ReadsZeroesAndDiscardsWrites(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("null", "1G");
+        using var server = WellBehavedServer.Start(peer, "null", "1G");
         using var h = new NbdHandle();
         h.ConnectUri(server.Uri);
         byte[] data = RandomBytes(65536, 2);
@@ -229,10 +244,12 @@ public class NbdkitTests
         Assert.Equal(1024UL, BinaryPrimitives.ReadUInt64BigEndian(buffer));
     }
 
-    [Fact]
-    public void HandshakeFlagsNone_FromTheClientSide_StillWorks()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void HandshakeFlagsNone_FromTheClientSide_StillWorks(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("pattern", "1M");
+        using var server = WellBehavedServer.Start(peer, "pattern", "1M");
         using var h = new NbdHandle();
         h.SetHandshakeFlags(HandshakeFlag.None);
         h.ConnectUri(server.Uri);
@@ -240,13 +257,19 @@ public class NbdkitTests
         Assert.False(h.GetStructuredRepliesNegotiated());
     }
 
-    [Fact]
-    public void StructuredRepliesNotRequested_UsesSimpleReplies()
+    [Theory]
+    [InlineData(Peer.Nbdkit)]
+    [InlineData(Peer.Embedded)]
+    public void StructuredRepliesNotRequested_UsesSimpleReplies(Peer peer)
     {
-        using ServerProcess server = Peers.Nbdkit("pattern", "1M");
+        using var server = WellBehavedServer.Start(peer, "pattern", "1M");
         using var h = new NbdHandle();
         h.SetRequestStructuredReplies(false);
         h.ConnectUri(server.Uri);
+        // As libnbd: no structured replies means no extended headers either (they imply them), even from a server
+        // that offers them (the embedded one).
+        Assert.True(h.GetRequestExtendedHeaders());
+        Assert.False(h.GetExtendedHeadersNegotiated());
         Assert.False(h.GetStructuredRepliesNegotiated());
         byte[] buffer = new byte[512];
         h.Pread(buffer, 4096);

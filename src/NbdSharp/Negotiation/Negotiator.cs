@@ -94,7 +94,9 @@ internal sealed partial class Negotiator : IDisposable
         }
         if (Settings.Tls != TlsMode.Disable)
             await StartTlsAsync(async, cancellationToken).ConfigureAwait(false);
-        if (Settings.RequestExtendedHeaders)
+        // As libnbd: asking for no structured replies means no extended headers either, whatever that knob says,
+        // since extended headers imply structured replies.
+        if (Settings.RequestExtendedHeaders && Settings.RequestStructuredReplies)
             await ExtendedHeadersAsync(async, cancellationToken).ConfigureAwait(false);
         if (Settings.RequestStructuredReplies && !Export.StructuredReplies)
             await StructuredReplyAsync(async, cancellationToken).ConfigureAwait(false);
