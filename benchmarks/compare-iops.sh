@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# compare-iops.sh - libnbd's iops client (C, libnbd) and NbdSharp's nbd-iops (C#, Native AOT) side by side, on the
-# same nbdkit servers, in one run, interleaved A B A B, reporting medians and the NbdSharp/libnbd ratio.
+# compare-iops.sh - libnbd's iops client (C; built against Debian's libnbd 1.14 and, when present, against libnbd 1.22
+# from ../shared/bench/build-libnbd.sh) and NbdSharp's nbd-iops (C#, Native AOT) side by side, on the same nbdkit
+# servers, in one run, interleaved, reporting medians and the NbdSharp/libnbd ratios.
 #
 # Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N] [--only REGEX] [--before REV]
 #   --reps N      repetitions of every row per client (default 5)
@@ -44,6 +45,12 @@ CPU=$(( $(nproc) - 1 ))
 
 echo "building libnbd's iops client and nbd-iops (Native AOT)..." >&2
 gcc -O2 -Wall -o "$T/iops" "$HERE/libnbd-iops/iops.c" -lnbd
+LIBNBD122=${XDG_CACHE_HOME:-$HOME/.cache}/libnbd-1.22
+N=()
+if [ -f "$LIBNBD122/include/libnbd.h" ]; then
+  gcc -O2 -Wall -I"$LIBNBD122/include" -o "$T/iops122" "$HERE/libnbd-iops/iops.c" -L"$LIBNBD122/lib" -lnbd
+  N=(env LD_LIBRARY_PATH="$LIBNBD122/lib" "$T/iops122")
+fi
 dotnet publish "$ROOT/tools/nbd-iops" -c Release -r linux-x64 -p:PublishAot=true -o "$T/aot" -nologo -v q >/dev/null
 A=("$T/iops")
 B=("$T/aot/nbd-iops")
@@ -96,11 +103,13 @@ nbdcopy -- [ nbdkit pattern 1G ] "$(psk_uri)"
 value() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 
-if [ -n "$BEFORE" ]; then
-  printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp %s | NbdSharp now | now / libnbd | now / before |\n|---|---|---:|---:|---:|---:|---:|\n' "$BEFORE"
-else
-  printf '| row | metric | libnbd 1.14 (iops.c) | NbdSharp (nbd-iops) | NbdSharp / libnbd |\n|---|---|---:|---:|---:|\n'
-fi
+head="| row | metric | libnbd 1.14 (iops.c) |" rule="|---|---|---:|"
+if [ ${#N[@]} -gt 0 ]; then head+=" libnbd 1.22 (iops.c) |"; rule+="---:|"; fi
+if [ -n "$BEFORE" ]; then head+=" NbdSharp $BEFORE |"; rule+="---:|"; fi
+head+=" NbdSharp (nbd-iops) | NbdSharp / 1.14 |"; rule+="---:|---:|"
+if [ ${#N[@]} -gt 0 ]; then head+=" NbdSharp / 1.22 |"; rule+="---:|"; fi
+if [ -n "$BEFORE" ]; then head+=" now / before |"; rule+="---:|"; fi
+printf '%s\n%s\n' "$head" "$rule"
 # ratio HIGHER_IS_BETTER REFERENCE VALUE: how much better VALUE is than REFERENCE
 ratio() { if [ "$1" = high ]; then awk -v a="$2" -v b="$3" 'BEGIN{printf "%.2fx", b/a}'; else awk -v a="$2" -v b="$3" 'BEGIN{printf "%.2fx", a/b}'; fi; }
 # row LABEL METRIC HIGHER_IS_BETTER ENV -- args... (client args after the URI)
@@ -109,23 +118,24 @@ row() {
   if [ -n "$ONLY" ] && ! [[ $label =~ $ONLY ]]; then return 0; fi
   local pin=()
   if [ "${1:-}" = "pin" ]; then pin=(taskset -c "$CPU"); shift; fi
-  local a=() b=() c=()
+  local a=() b=() c=() n=()
   for _ in $(seq "$REPS"); do
     a+=("$(value "$metric" "$("${pin[@]}" "${A[@]}" "$@")")")
+    if [ ${#N[@]} -gt 0 ]; then n+=("$(value "$metric" "$("${pin[@]}" "${N[@]}" "$@")")"); fi
     if [ -n "$BEFORE" ]; then c+=("$(value "$metric" "$(env $env "${pin[@]}" "${C[@]}" "$@")")"); fi
     b+=("$(value "$metric" "$(env $env "${pin[@]}" "${B[@]}" "$@")")")
   done
-  local ma mb mc
+  local ma mb mc mn line
   ma=$(printf '%s\n' "${a[@]}" | median)
   mb=$(printf '%s\n' "${b[@]}" | median)
-  if [ -n "$BEFORE" ]; then
-    mc=$(printf '%s\n' "${c[@]}" | median)
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$metric" "$ma" "$mc" "$mb" "$(ratio "$better" "$ma" "$mb")" "$(ratio "$better" "$mc" "$mb")"
-    echo "  $label $metric: libnbd ${a[*]} / before ${c[*]} / now ${b[*]}" >&2
-  else
-    printf '| %s | %s | %s | %s | %s |\n' "$label" "$metric" "$ma" "$mb" "$(ratio "$better" "$ma" "$mb")"
-    echo "  $label $metric: libnbd ${a[*]} / nbdsharp ${b[*]}" >&2
-  fi
+  line="| $label | $metric | $ma |"
+  if [ ${#N[@]} -gt 0 ]; then mn=$(printf '%s\n' "${n[@]}" | median); line+=" $mn |"; fi
+  if [ -n "$BEFORE" ]; then mc=$(printf '%s\n' "${c[@]}" | median); line+=" $mc |"; fi
+  line+=" $mb | $(ratio "$better" "$ma" "$mb") |"
+  if [ ${#N[@]} -gt 0 ]; then line+=" $(ratio "$better" "$mn" "$mb") |"; fi
+  if [ -n "$BEFORE" ]; then line+=" $(ratio "$better" "$mc" "$mb") |"; fi
+  echo "$line"
+  echo "  $label $metric: libnbd 1.14 ${a[*]} / 1.22 ${n[*]:-} / before ${c[*]:-} / nbdsharp ${b[*]}" >&2
 }
 
 row "read QD1, memory"            iops    high "" -- "$(uri m1)" read 1 "$SECS"
