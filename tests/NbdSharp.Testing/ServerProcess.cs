@@ -155,7 +155,26 @@ public sealed class ServerProcess : IDisposable
         if (line == null)
             return;
         lock (_stderr)
+        {
             _stderr.AppendLine(line);
+            Monitor.PulseAll(_stderr);
+        }
+    }
+
+    /// <summary>Waits until the server has written <paramref name="text"/> on stderr; false after <paramref name="timeout"/>.</summary>
+    public bool WaitForStderr(string text, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        lock (_stderr)
+        {
+            while (!_stderr.ToString().Contains(text, StringComparison.Ordinal))
+            {
+                TimeSpan left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero || !Monitor.Wait(_stderr, left))
+                    return _stderr.ToString().Contains(text, StringComparison.Ordinal);
+            }
+            return true;
+        }
     }
 
     private static int WaitForPidFile(string pidFile, string launcherErrors)

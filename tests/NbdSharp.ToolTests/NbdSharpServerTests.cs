@@ -282,9 +282,7 @@ public class NbdSharpServerTests
     {
         using var server = Start("-v", "memory", "1M");
         Assert.Equal(0, ToolProcess.RunLibnbd("nbdinfo", "--size", server.Uri).ExitCode);
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!server.Stderr.Contains("closed", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
-            Thread.Sleep(10);
+        server.WaitForStderr("closed", TimeSpan.FromSeconds(10));
         Assert.Contains("accepted", server.Stderr, StringComparison.Ordinal);
         Assert.Contains("serving export", server.Stderr, StringComparison.Ordinal);
     }
@@ -311,16 +309,30 @@ public class NbdSharpServerTests
         return process;
     }
 
+    /// <summary>
+    /// Waits for the server's pid file, which it renames into place whole: woken by the file's appearance or the
+    /// server's exit, never by a timer.
+    /// </summary>
     private static void WaitForFile(string path, Process server)
     {
+        using var changed = new ManualResetEventSlim(false);
+        using var watcher = new FileSystemWatcher(Path.GetDirectoryName(path)!, Path.GetFileName(path));
+        watcher.Created += (_, _) => changed.Set();
+        watcher.Renamed += (_, _) => changed.Set();
+        watcher.Changed += (_, _) => changed.Set();
+        watcher.EnableRaisingEvents = true;
+        server.EnableRaisingEvents = true;
+        server.Exited += (_, _) => changed.Set();
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (!(File.Exists(path) && new FileInfo(path).Length > 0))
         {
             if (server.HasExited)
                 throw new InvalidOperationException("nbdsharp-server exited with " + server.ExitCode + " before writing " + path);
-            if (DateTime.UtcNow > deadline)
+            TimeSpan left = deadline - DateTime.UtcNow;
+            if (left <= TimeSpan.Zero)
                 throw new TimeoutException("nbdsharp-server did not write " + path);
-            Thread.Sleep(10);
+            changed.Wait(left);
+            changed.Reset();
         }
     }
 

@@ -9,6 +9,9 @@ internal sealed class ServedExport(string name, string? description, NbdExport e
     public string? Description { get; } = description;
     public NbdExport Export { get; } = export;
 
+    /// <summary>The block sizes advertised and enforced: the export's, capped at the server's largest request.</summary>
+    public ExportBlockSize BlockSize => Transmission.RequestRules.Served(Export.BlockSize);
+
     /// <summary>The transmission flags for a client that negotiated structured replies or not.</summary>
     public TransmissionFlags Flags(bool structured)
     {

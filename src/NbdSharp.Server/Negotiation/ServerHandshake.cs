@@ -311,7 +311,7 @@ internal sealed class ServerHandshake
             return null;
         }
         TransmissionFlags flags = export.Flags(_structured);
-        ExportBlockSize blockSize = RequestRules.Served(export.Export.BlockSize);
+        ExportBlockSize blockSize = export.BlockSize;
         if (option == NbdOption.Go && blockSize.Minimum > 1 && !wantsBlockSize)
         {
             await ErrorAsync(option, OptionReplyType.ErrBlockSizeReqd, "the export needs requests aligned to " + blockSize.Minimum + " bytes",

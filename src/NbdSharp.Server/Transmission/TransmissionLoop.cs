@@ -16,10 +16,8 @@ namespace NbdSharp.Server.Transmission;
 /// inline by the reader), and replies written whole, one at a time, in the order requests complete. Every request
 /// gets exactly one reply unless the connection breaks.
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed",
-    Justification = "After an abort, requests an export still runs may reply after RunAsync returns: the write lock must outlive it, and it holds no wait handle.")]
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001:Types that own disposable fields should be disposable",
-    Justification = "As above: the write lock is never disposed.")]
+    Justification = "After an abort, requests an export still runs may reply after RunAsync returns: the write lock must outlive it, and it holds no wait handle.")]
 internal sealed class TransmissionLoop
 {
     private static readonly byte[] Zeroes = new byte[1024 * 1024];
@@ -58,7 +56,7 @@ internal sealed class TransmissionLoop
         _options = options;
         _log = log;
         _abort = abort;
-        _state = new TransmissionState(_export.Size, negotiated.Flags, RequestRules.Served(_export.BlockSize), negotiated.Structured, negotiated.Extended,
+        _state = new TransmissionState(_export.Size, negotiated.Flags, negotiated.Export.BlockSize, negotiated.Structured, negotiated.Extended,
             negotiated.BaseAllocation);
         _budget = new InFlightBudget(options.MaxRequestsInFlight, options.MaxBytesInFlight);
     }
