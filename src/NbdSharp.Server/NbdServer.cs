@@ -1,8 +1,10 @@
 using System;
+using System.Buffers;
 using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
@@ -10,6 +12,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using NbdSharp.Server.Hosting;
 using NbdSharp.Server.Negotiation;
+using NbdSharp.Server.Tls;
 using NbdSharp.Server.Transmission;
 
 namespace NbdSharp.Server;
@@ -30,6 +33,9 @@ namespace NbdSharp.Server;
 /// </example>
 public sealed class NbdServer : IAsyncDisposable, IDisposable
 {
+    /// <summary>How long a TLS connection ended by NBD_CMD_DISC waits for the client to close its side.</summary>
+    private static readonly TimeSpan LingerTime = TimeSpan.FromSeconds(2);
+
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly ExportRegistry _exports = new();
@@ -489,12 +495,65 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
                 return "the handshake ended";
             log.Transmission(negotiated.Export.Name, negotiated.Structured, negotiated.Extended);
             var loop = new TransmissionLoop(transport, input, negotiated, _options, log, _abort.Token);
-            return await loop.RunAsync(stop).ConfigureAwait(false);
+            string reason = await loop.RunAsync(stop).ConfigureAwait(false);
+            if (loop.Disconnected && !ReferenceEquals(transport, stream))
+                await SayGoodbyeAsync(transport, stream, stop).ConfigureAwait(false);
+            return reason;
         }
         finally
         {
             if (!ReferenceEquals(transport, stream))
                 transport.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// After NBD_CMD_DISC over TLS: sends close_notify and half-closes the socket, then reads and drops what the client
+    /// still sends (its own close_notify) until it closes, for at most <see cref="LingerTime"/> or 64 KiB. Closing a
+    /// socket whose receive queue holds unread bytes resets the connection, and a client still waiting for the
+    /// server's close (as libnbd's and NbdSharp's are after NBD_CMD_DISC) would see ECONNRESET instead of a clean end.
+    /// </summary>
+    private static async Task SayGoodbyeAsync(Stream transport, Stream stream, CancellationToken stop)
+    {
+        try
+        {
+            if (transport is SslStream ssl)
+                await ssl.ShutdownAsync().ConfigureAwait(false);
+            else if (transport is PskServerStream psk)
+                await psk.CloseWritesAsync(stop).ConfigureAwait(false);
+            Socket? socket = stream switch
+            {
+                BlockingSocketStream blocking => blocking.Socket,
+                NetworkStream network => network.Socket,
+                _ => null,
+            };
+            if (socket == null)
+                return;
+            socket.Shutdown(SocketShutdown.Send);
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            limit.CancelAfter(LingerTime);
+            // A blocking read does not see the token: cutting the socket ends it.
+            using CancellationTokenRegistration cut = limit.Token.Register(static s => Cut((Stream)s!), stream);
+            byte[] scratch = ArrayPool<byte>.Shared.Rent(16 * 1024);
+            try
+            {
+                for (int total = 0; total < 64 * 1024;)
+                {
+                    int n = await stream.ReadAsync(scratch, limit.Token).ConfigureAwait(false);
+                    if (n <= 0)
+                        break;
+                    total += n;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(scratch);
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or SocketException
+            or NotSupportedException or InvalidOperationException)
+        {
+            // The client left first, or too slowly: the connection ends either way.
         }
     }
 

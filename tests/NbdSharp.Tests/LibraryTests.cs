@@ -17,6 +17,13 @@ public class LibraryTests
         Assert.Equal("", NbdHandle.GetVersionExtra());
     }
 
+    [Theory]
+    [InlineData("recv: Connection reset by peer", Errno.ECONNRESET, "nbd_shutdown: recv: Connection reset by peer")]
+    [InlineData("recv: connection closed", Errno.ENOTCONN, "nbd_shutdown: recv: connection closed: Transport endpoint is not connected")]
+    [InlineData("the server said no", 0, "nbd_shutdown: the server said no")]
+    public void ErrorMessages_NameTheErrnoOnce(string detail, int errno, string expected) =>
+        Assert.Equal(expected, NbdException.Format("nbd_shutdown", detail, errno));
+
     [Fact]
     public void Capabilities()
     {

@@ -23,6 +23,9 @@ internal sealed class BlockingSocketStream : DuplexStream
         _socket.Blocking = true;
     }
 
+    /// <summary>The connection's socket.</summary>
+    public Socket Socket => _socket;
+
     /// <summary>Makes a blocked (or the next) read return end of stream; the write side stays open for the last replies.</summary>
     public void Interrupt()
     {

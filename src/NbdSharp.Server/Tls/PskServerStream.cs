@@ -203,6 +203,26 @@ internal sealed class PskServerStream : DuplexStream
 
     public override Task FlushAsync(CancellationToken cancellationToken) => _transport.FlushAsync(cancellationToken);
 
+    /// <summary>Sends a close_notify now (nothing may be written after it); reads stay possible below TLS.</summary>
+    public async ValueTask CloseWritesAsync(CancellationToken cancellationToken)
+    {
+        lock (_engine)
+        {
+            if (!_started || _protocol.IsClosed)
+                return;
+            _protocol.Close();
+        }
+        await _sending.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await SendOutputAsync(async: true, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _sending.Release();
+        }
+    }
+
     /// <summary>Sends a close_notify if no write is under way (one may be stuck on a client that does not read), and closes the transport.</summary>
     protected override void Dispose(bool disposing)
     {

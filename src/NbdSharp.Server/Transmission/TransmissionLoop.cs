@@ -61,6 +61,9 @@ internal sealed class TransmissionLoop
         _budget = new InFlightBudget(options.MaxRequestsInFlight, options.MaxBytesInFlight);
     }
 
+    /// <summary>Whether the client ended the session with NBD_CMD_DISC.</summary>
+    public bool Disconnected { get; private set; }
+
     /// <summary>Serves requests until the client disconnects or <paramref name="stop"/> fires; returns why it ended.</summary>
     public async Task<string> RunAsync(CancellationToken stop)
     {
@@ -102,6 +105,7 @@ internal sealed class TransmissionLoop
                 if (header.Type == NbdCommand.Disconnect)
                 {
                     reason = "the client disconnected";
+                    Disconnected = true;
                     break;
                 }
 

@@ -62,8 +62,14 @@ public class NbdException : IOException
     public int Errno { get; }
 
     /// <summary>Formats a message the way libnbd does: <c>call: detail: strerror(errno)</c>.</summary>
-    internal static string Format(string call, string detail, int errno) =>
-        errno == 0 ? call + ": " + detail : call + ": " + detail + ": " + NbdSharp.Errno.Describe(errno);
+    internal static string Format(string call, string detail, int errno)
+    {
+        if (errno == 0)
+            return call + ": " + detail;
+        // A transport's detail may already end with the system's words for errno ("recv: Connection reset by peer").
+        string words = NbdSharp.Errno.Describe(errno);
+        return detail.EndsWith(words, StringComparison.Ordinal) ? call + ": " + detail : call + ": " + detail + ": " + words;
+    }
 }
 
 /// <summary>
