@@ -82,6 +82,8 @@ internal sealed class AioCopier
 
     private static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
 
+    private static byte[] NewBuffer(int size) => GC.AllocateUninitializedArray<byte>(size, pinned: true);
+
 
     /// <summary>One connection's share of the copy.</summary>
     private sealed class Worker
@@ -98,6 +100,7 @@ internal sealed class AioCopier
         private readonly ManualResetEventSlim _wake = new(false);
         private readonly List<Extent> _extents = [];
         private readonly List<NbdHandle> _polled = new(2);
+        private readonly bool _discard;
         private volatile bool _stopPolling;
 
         public Worker(AioCopier copier, int connection)
@@ -106,10 +109,14 @@ internal sealed class AioCopier
             _connection = connection;
             CopyOptions options = copier._options;
             int slots = (int)Math.Max(1, Math.Min(options.MaxRequests, options.QueueSize / options.RequestSize));
+            // Into null: with no --blkhash nothing ever looks at the data, so every read of this connection may land in
+            // one buffer, and memory does not grow with --requests (libnbd's nbdcopy touches them all).
+            _discard = copier._destination.DiscardsData && options.BlockHash == null;
+            byte[]? shared = _discard ? NewBuffer(options.RequestSize) : null;
             _slots = new Slot[slots];
             for (int i = 0; i < slots; i++)
             {
-                _slots[i] = new Slot(this, options.RequestSize);
+                _slots[i] = new Slot(this, shared ?? NewBuffer(options.RequestSize));
                 _idle.Push(_slots[i]);
             }
         }
@@ -376,7 +383,7 @@ internal sealed class AioCopier
                 options.BlockHash?.Add(item.Offset, item.Length, data.Span, zero: false);
                 slot.Pending = 1;
                 long sparse = options.SparseSize;
-                if (options.Allocated || sparse == 0)
+                if (options.Allocated || sparse == 0 || _discard)
                 {
                     Write(slot, data, item.Offset);
                 }
@@ -493,9 +500,9 @@ internal sealed class AioCopier
     /// <summary>One request in flight: its buffer, its item, and how many of its writes are still out.</summary>
     private sealed class Slot
     {
-        public Slot(Worker worker, int size)
+        public Slot(Worker worker, byte[] buffer)
         {
-            Buffer = GC.AllocateUninitializedArray<byte>(size, pinned: true);
+            Buffer = buffer;
             OnRead = (ref int error) => worker.ReadDone(this, error);
             OnWrite = (ref int error) => worker.WriteDone(this, error);
         }

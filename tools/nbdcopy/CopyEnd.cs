@@ -34,6 +34,9 @@ internal abstract class CopyEnd : IDisposable
 
     public virtual bool CanMultiConn => false;
 
+    /// <summary>Whether what is written here is never looked at (<c>null:</c>): reads for it may share one buffer.</summary>
+    public virtual bool DiscardsData => false;
+
     /// <summary>Whether <see cref="GetExtents"/> tells holes from data.</summary>
     public virtual bool CanExtents => false;
 

@@ -292,6 +292,8 @@ internal sealed class NullEnd : CopyEnd
 
     public override bool CanMultiConn => true;
 
+    public override bool DiscardsData => true;
+
     public override int ReadSome(Span<byte> buffer, long offset) => 0;
 
     public override void Write(ReadOnlySpan<byte> buffer, long offset)
