@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # compare-iops.sh - libnbd's iops client (C; built against Debian's libnbd 1.14 and, when present, against libnbd 1.22
-# from ../shared/bench/build-libnbd.sh) and NbdSharp's nbd-iops (C#, Native AOT) side by side, on the same nbdkit
-# servers, in one run, interleaved, reporting medians and the NbdSharp/libnbd ratios.
+# from ../shared/bench/build-libnbd.sh) and NbdSharp's nbd-iops (C#, Native AOT, and the JIT build as `dotnet build`
+# gives it) side by side, on the same nbdkit servers, in one run, interleaved, reporting medians and the
+# NbdSharp/libnbd ratios.
 #
 # Usage: benchmarks/compare-iops.sh [--reps N] [--secs S] [--connects N] [--only REGEX] [--before REV]
 #   --reps N      repetitions of every row per client (default 5)
 #   --secs S      duration of one fixed-duration repetition (default 2)
 #   --connects N  connections per connect repetition (default 1000)
 #   --only REGEX  run only the rows whose label matches (bash regex), e.g. --only TLS
+#   --no-jit      leave out the JIT build's column
 #   --before REV  also build nbd-iops from git revision REV (a worktree) and run it in the same interleaving,
 #                 adding a column and the after/before ratio: a change measured against what it replaces
 #
 # Rows (4 KiB blocks): random reads at queue depth 1, 16, 64 (aio + poll loop) on `nbdkit memory 1G` (pre-filled)
 # and `null 1G`; random writes at QD 64; synchronous read latency; connect + handshake + shutdown against
-# `nbdkit -t 1`; and, as BASELINE.md recommends for steadier figures, QD1/QD64/latency with client and server
+# `nbdkit -t 1`; and, as BASELINE.md recommends for steadier figures, QD1/QD16/QD64/latency with client and server
 # pinned to one CPU; and the same over TLS (X.509 certificates made here with openssl, and TLS-PSK). Servers
 # listen on Unix sockets in a private temp dir and are killed on exit.
 # Needs: nbdkit, libnbd-bin (nbdcopy), libnbd-dev, gcc, dotnet, util-linux (taskset), openssl.
 set -euo pipefail
 export LC_ALL=C
-REPS=5 SECS=2 CONNECTS=1000 ONLY="" BEFORE=""
+REPS=5 SECS=2 CONNECTS=1000 ONLY="" BEFORE="" JIT=1
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) REPS=$2; shift 2 ;;
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
     --connects) CONNECTS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --before) BEFORE=$2; shift 2 ;;
+    --no-jit) JIT=0; shift ;;
     -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare-iops.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -55,6 +58,11 @@ dotnet publish "$ROOT/tools/nbd-iops" -c Release -r linux-x64 -p:PublishAot=true
 A=("$T/iops")
 B=("$T/aot/nbd-iops")
 C=()
+J=()
+if [ "$JIT" = 1 ]; then
+  dotnet build "$ROOT/tools/nbd-iops" -c Release -nologo -v q >/dev/null
+  J=("$ROOT/artifacts/bin/nbd-iops/release/nbd-iops")
+fi
 if [ -n "$BEFORE" ]; then
   echo "building nbd-iops of $BEFORE (Native AOT)..." >&2
   git -C "$ROOT" worktree add --detach -f "$T/before-src" "$BEFORE" >/dev/null 2>&1
@@ -106,8 +114,10 @@ median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else pr
 head="| row | metric | libnbd 1.14 (iops.c) |" rule="|---|---|---:|"
 if [ ${#N[@]} -gt 0 ]; then head+=" libnbd 1.22 (iops.c) |"; rule+="---:|"; fi
 if [ -n "$BEFORE" ]; then head+=" NbdSharp $BEFORE |"; rule+="---:|"; fi
-head+=" NbdSharp (nbd-iops) | NbdSharp / 1.14 |"; rule+="---:|---:|"
+head+=" NbdSharp (nbd-iops, AOT) | NbdSharp / 1.14 |"; rule+="---:|---:|"
 if [ ${#N[@]} -gt 0 ]; then head+=" NbdSharp / 1.22 |"; rule+="---:|"; fi
+if [ ${#J[@]} -gt 0 ]; then head+=" NbdSharp JIT | JIT / 1.14 |"; rule+="---:|---:|"; fi
+if [ ${#J[@]} -gt 0 ] && [ ${#N[@]} -gt 0 ]; then head+=" JIT / 1.22 |"; rule+="---:|"; fi
 if [ -n "$BEFORE" ]; then head+=" now / before |"; rule+="---:|"; fi
 printf '%s\n%s\n' "$head" "$rule"
 # ratio HIGHER_IS_BETTER REFERENCE VALUE: how much better VALUE is than REFERENCE
@@ -118,14 +128,15 @@ row() {
   if [ -n "$ONLY" ] && ! [[ $label =~ $ONLY ]]; then return 0; fi
   local pin=()
   if [ "${1:-}" = "pin" ]; then pin=(taskset -c "$CPU"); shift; fi
-  local a=() b=() c=() n=()
+  local a=() b=() c=() n=() j=()
   for _ in $(seq "$REPS"); do
     a+=("$(value "$metric" "$("${pin[@]}" "${A[@]}" "$@")")")
     if [ ${#N[@]} -gt 0 ]; then n+=("$(value "$metric" "$("${pin[@]}" "${N[@]}" "$@")")"); fi
     if [ -n "$BEFORE" ]; then c+=("$(value "$metric" "$(env $env "${pin[@]}" "${C[@]}" "$@")")"); fi
     b+=("$(value "$metric" "$(env $env "${pin[@]}" "${B[@]}" "$@")")")
+    if [ ${#J[@]} -gt 0 ]; then j+=("$(value "$metric" "$(env $env "${pin[@]}" "${J[@]}" "$@")")"); fi
   done
-  local ma mb mc mn line
+  local ma mb mc mn mj line
   ma=$(printf '%s\n' "${a[@]}" | median)
   mb=$(printf '%s\n' "${b[@]}" | median)
   line="| $label | $metric | $ma |"
@@ -133,9 +144,14 @@ row() {
   if [ -n "$BEFORE" ]; then mc=$(printf '%s\n' "${c[@]}" | median); line+=" $mc |"; fi
   line+=" $mb | $(ratio "$better" "$ma" "$mb") |"
   if [ ${#N[@]} -gt 0 ]; then line+=" $(ratio "$better" "$mn" "$mb") |"; fi
+  if [ ${#J[@]} -gt 0 ]; then
+    mj=$(printf '%s\n' "${j[@]}" | median)
+    line+=" $mj | $(ratio "$better" "$ma" "$mj") |"
+    if [ ${#N[@]} -gt 0 ]; then line+=" $(ratio "$better" "$mn" "$mj") |"; fi
+  fi
   if [ -n "$BEFORE" ]; then line+=" $(ratio "$better" "$mc" "$mb") |"; fi
   echo "$line"
-  echo "  $label $metric: libnbd 1.14 ${a[*]} / 1.22 ${n[*]:-} / before ${c[*]:-} / nbdsharp ${b[*]}" >&2
+  echo "  $label $metric: libnbd 1.14 ${a[*]} / 1.22 ${n[*]:-} / before ${c[*]:-} / nbdsharp ${b[*]} / jit ${j[*]:-}" >&2
 }
 
 row "read QD1, memory"            iops    high "" -- "$(uri m1)" read 1 "$SECS"
@@ -146,6 +162,7 @@ row "write QD64, memory"          iops    high "" -- "$(uri m1)" write 64 "$SECS
 row "sync read latency"           p50_us  low  "" -- "$(uri m1)" lat "$SECS"
 row "sync read latency"           p99_us  low  "" -- "$(uri m1)" lat "$SECS"
 row "read QD1, 1 CPU"             iops    high "" -- pin "$(uri p1)" read 1 "$SECS"
+row "read QD16, 1 CPU"            iops    high "" -- pin "$(uri p1)" read 16 "$SECS"
 row "read QD64, 1 CPU"            iops    high "" -- pin "$(uri p1)" read 64 "$SECS"
 row "sync read latency, 1 CPU"    p50_us  low  "" -- pin "$(uri p1)" lat "$SECS"
 row "connect+handshake+shutdown"  per_s   high "" -- "$(uri c1)" connect "$CONNECTS"
