@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real servers the tests talk to (if missing), builds everything with warnings
 # as errors, checks the library publishes with Native AOT without a warning, runs every test project against real
-# nbdkit, qemu-nbd and nbd-server processes, runs each fuzzing target and canary for a minute, and ends with:
+# nbdkit, qemu-nbd and nbd-server processes, runs the unit and interop tiers again over the portable data path, packs
+# every package and checks them as a user would (scripts/package-tests.sh), runs each fuzzing target and canary for
+# a minute, and ends with:
 #   tests: N passed, N failed, N skipped
 # Tests that need a server fail (rather than skip) when CI is set.
 set -uo pipefail
@@ -47,6 +49,42 @@ fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=1
 fi
+
+# The unit and interop tiers again over the portable data path (System.Net.Sockets only, no libc: what macOS and
+# Windows run), chosen on Linux by NBDSHARP_PORTABLE_SOCKETS=1; counted on a line of their own and in the total.
+portable_passed=0 portable_failed=0 portable_skipped=0
+for project in tests/NbdSharp.Tests tests/NbdSharp.InteropTests; do
+  plog=$(mktemp)
+  NBDSHARP_PORTABLE_SOCKETS=1 dotnet test "$project" -c Release --no-build --blame-hang-timeout 5m 2>&1 | tee "$plog"
+  pstatus=${PIPESTATUS[0]}
+  read -r p f s n < <(grep -E '^(Passed|Failed)!' "$plog" |
+    sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\2 \1 \3/' |
+    awk '{p+=$1; f+=$2; s+=$3; n++} END {print p+0, f+0, s+0, n+0}')
+  rm -f "$plog"
+  if [ "$n" -eq 0 ] || { [ "$pstatus" -ne 0 ] && [ "$f" -eq 0 ]; }; then
+    echo "test.sh: $project over the portable data path did not report cleanly" >&2
+    f=$((f + 1))
+  fi
+  portable_passed=$((portable_passed + p)) portable_failed=$((portable_failed + f)) portable_skipped=$((portable_skipped + s))
+done
+echo "portable data path: $portable_passed passed, $portable_failed failed, $portable_skipped skipped"
+passed=$((passed + portable_passed))
+failed=$((failed + portable_failed))
+skipped=$((skipped + portable_skipped))
+
+# The packages as a user meets them: packed into a private folder, a new console project built against them alone,
+# every tool installed with dotnet tool install and run against a server (scripts/package-tests.sh; each check is
+# one test). CI packs the per-platform tool packages for this platform and the portable one only.
+pkglog=$(mktemp)
+PACK_RIDS="${PACK_RIDS:-linux-x64;any}" scripts/package-tests.sh 2>&1 | tee "$pkglog"
+read -r pkg_passed pkg_failed < <(sed -nE 's/^packages: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$pkglog" | tail -1)
+rm -f "$pkglog"
+if [ -z "${pkg_passed:-}" ]; then
+  echo "test.sh: the package tests did not report" >&2
+  pkg_passed=0 pkg_failed=1
+fi
+passed=$((passed + pkg_passed))
+failed=$((failed + pkg_failed))
 
 # A short AFL++ run of every fuzzing target (nothing may be found) and of every planted canary (it must be
 # found); each counts as one test. Long runs: docs/hardening.md, "Fuzzing".

@@ -24,6 +24,17 @@ public class LibraryTests
     public void ErrorMessages_NameTheErrnoOnce(string detail, int errno, string expected) =>
         Assert.Equal(expected, NbdException.Format("nbd_shutdown", detail, errno));
 
+    /// <summary>
+    /// test.sh runs the unit and interop tiers a second time with NBDSHARP_PORTABLE_SOCKETS=1, over the data path
+    /// macOS and Windows use: that run means something only if the variable takes effect.
+    /// </summary>
+    [Fact]
+    public void PortableDataPath_FollowsTheVariable()
+    {
+        bool portable = Environment.GetEnvironmentVariable(NbdSharp.Transport.SocketTransport.PortableVariable) == "1";
+        Assert.Equal(OperatingSystem.IsLinux() && !portable, NbdSharp.Transport.SocketTransport.UseLibC);
+    }
+
     [Fact]
     public void Capabilities()
     {

@@ -13,7 +13,18 @@ namespace NbdSharp.Transport;
 /// </summary>
 internal sealed class SocketTransport : Transport
 {
-    private static readonly bool UseLibC = OperatingSystem.IsLinux();
+    /// <summary>The AppContext switch that chooses the portable data path on Linux too.</summary>
+    internal const string PortableSwitch = "NbdSharp.PortableSockets";
+
+    /// <summary>The environment variable that does the same (value 1), for test runs and tools.</summary>
+    internal const string PortableVariable = "NBDSHARP_PORTABLE_SOCKETS";
+
+    /// <summary>
+    /// Whether the transmission path calls libc (Linux), or only <see cref="System.Net.Sockets.Socket"/>, as on macOS
+    /// and Windows. The portable path can be chosen on Linux as well (<see cref="PortableSwitch"/> or
+    /// <see cref="PortableVariable"/>), so that it is tested where the test servers run.
+    /// </summary>
+    internal static readonly bool UseLibC = OperatingSystem.IsLinux() && !PortableRequested();
     private readonly Socket _socket;
     private readonly SafeHandle _handle;
     private int _aborted;
@@ -28,6 +39,9 @@ internal sealed class SocketTransport : Transport
     }
 
     public Socket Socket => _socket;
+
+    private static bool PortableRequested() =>
+        (AppContext.TryGetSwitch(PortableSwitch, out bool on) && on) || Environment.GetEnvironmentVariable(PortableVariable) == "1";
 
     public override int FileDescriptor => (int)_handle.DangerousGetHandle();
 
