@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # compare-copy.sh - libnbd's nbdcopy (Debian's 1.14 and 1.22 built by ../shared/bench/build-libnbd.sh) and NbdSharp's
-# nbdcopy (the JIT build `dotnet build` gives, the tool `dotnet tool install` gives from `dotnet pack`'s ReadyToRun
-# package, and Native AOT) side by side, on the same nbdkit servers, in one run,
+# nbdcopy (the JIT build `dotnet build` gives, the tool `dotnet tool install` gives from the packages scripts/pack.sh
+# makes, whose linux-x64 package is Native AOT, and Native AOT published directly) side by side, on the same nbdkit servers, in one run,
 # interleaved, reporting per row the median throughput, the median client CPU (user + system time of the copying
 # process, from GNU time) and the peak RSS of each, and NbdSharp's ratios against libnbd 1.22.
 #
@@ -57,9 +57,14 @@ fi
 echo "building nbdcopy (JIT, as dotnet build gives it; the dotnet tool package; Native AOT)..." >&2
 dotnet build "$ROOT/tools/nbdcopy" -c Release -nologo -v q -clp:ErrorsOnly >/dev/null
 if [ -z "$TOOLS" ] || [[ ,$TOOLS, == *,tool,* ]]; then
-  dotnet pack "$ROOT/tools/nbdcopy" -c Release -nologo -v q -o "$T/packages" >/dev/null
+  # As scripts/pack.sh packs it (the linux-x64 package Native AOT, a portable one beside it), installed with a
+  # private NuGet cache so that no package of an earlier pack stands in for it.
+  dotnet pack "$ROOT/tools/nbdcopy" -c Release -nologo -v q -o "$T/packages" -p:ToolRids='"linux-x64;any"' >/dev/null
+  dotnet pack "$ROOT/tools/nbdcopy" -c Release -nologo -v q -o "$T/packages" -r linux-x64 -p:PublishAot=true \
+    -p:ToolRids=linux-x64 -p:RuntimeIdentifiers=linux-x64 >/dev/null
   version=$(basename "$(ls "$T"/packages/NbdSharp.nbdcopy.linux-x64.*.nupkg)" .nupkg | sed 's/^NbdSharp\.nbdcopy\.linux-x64\.//')
-  dotnet tool install --tool-path "$T/tool" --add-source "$T/packages" NbdSharp.nbdcopy --version "$version" >/dev/null
+  NUGET_PACKAGES="$T/nuget" dotnet tool install --tool-path "$T/tool" --add-source "$T/packages" NbdSharp.nbdcopy \
+    --version "$version" >/dev/null
   # The build above ran while packing: build again as a plain build.
   dotnet build "$ROOT/tools/nbdcopy" -c Release -nologo -v q -clp:ErrorsOnly >/dev/null
 fi

@@ -25,7 +25,7 @@ public class LibraryTests
         Assert.Equal(expected, NbdException.Format("nbd_shutdown", detail, errno));
 
     /// <summary>
-    /// test.sh runs the unit and interop tiers a second time with NBDSHARP_PORTABLE_SOCKETS=1, over the data path
+    /// test.sh runs the unit tier a second time with NBDSHARP_PORTABLE_SOCKETS=1, over the data path
     /// macOS and Windows use: that run means something only if the variable takes effect.
     /// </summary>
     [Fact]

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Threading;
@@ -224,7 +225,7 @@ internal sealed class SocketTransport : Transport
     public override unsafe (bool Readable, bool Writable) WaitReadableOrWritable(int timeoutMs)
     {
         if (!UseLibC)
-            return (false, WaitWritable(timeoutMs));
+            return WaitReadableOrWritableManaged(timeoutMs);
         bool added = false;
         try
         {
@@ -253,6 +254,32 @@ internal sealed class SocketTransport : Transport
             if (added)
                 _handle.DangerousRelease();
         }
+    }
+
+    /// <summary>
+    /// Both directions at once without libc: waiting for room alone would never end while the server, its replies
+    /// unread, stops reading our requests.
+    /// </summary>
+    private (bool Readable, bool Writable) WaitReadableOrWritableManaged(int timeoutMs)
+    {
+        var readers = new List<Socket>(1) { _socket };
+        var writers = new List<Socket>(1) { _socket };
+        var errors = new List<Socket>(1) { _socket };
+        try
+        {
+            Socket.Select(readers, writers, errors, timeoutMs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(timeoutMs));
+        }
+        catch (ObjectDisposedException)
+        {
+            return (true, true);
+        }
+        catch (SocketException e)
+        {
+            throw new TransportException(SocketErrors.ToErrno(e), "poll: " + e.Message, e);
+        }
+        // An error shows up in both directions: the next receive or send reports it.
+        bool failed = errors.Count > 0;
+        return (readers.Count > 0 || failed, writers.Count > 0 || failed);
     }
 
     public override bool WaitWritable(int timeoutMs) => Wait(LibC.POLLOUT, SelectMode.SelectWrite, timeoutMs);
