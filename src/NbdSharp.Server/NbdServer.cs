@@ -33,9 +33,6 @@ namespace NbdSharp.Server;
 /// </example>
 public sealed class NbdServer : IAsyncDisposable, IDisposable
 {
-    /// <summary>How long a TLS connection ended by NBD_CMD_DISC waits for the client to close its side.</summary>
-    private static readonly TimeSpan LingerTime = TimeSpan.FromSeconds(2);
-
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly ExportRegistry _exports = new();
@@ -439,7 +436,7 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
             using CancellationTokenRegistration interrupt = InterruptOn(stream, stop);
             // StopAsync's token fired: whatever the connection waits for (a client that reads no replies, an export
             // that ignores its token), it ends now.
-            using CancellationTokenRegistration cut = _abort.Token.Register(static s => Cut((Stream)s!), stream);
+            using CancellationTokenRegistration cut = _abort.Token.Register(static s => Linger.Cut((Stream)s!), stream);
             string reason = await ServeConnectionAsync(stream, log, stop).ConfigureAwait(false);
             log.Closed(reason);
         }
@@ -475,7 +472,7 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
             timeout.CancelAfter(_options.HandshakeTimeout);
             // No request is in flight yet: at the timeout the connection is cut both ways, so a handshake blocked
             // sending replies to a client that reads none ends too.
-            using CancellationTokenRegistration interrupt = timeout.Token.Register(static s => Cut((Stream)s!), stream);
+            using CancellationTokenRegistration interrupt = timeout.Token.Register(static s => Linger.Cut((Stream)s!), stream);
             try
             {
                 negotiated = await handshake.RunAsync(timeout.Token).ConfigureAwait(false);
@@ -509,9 +506,8 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
 
     /// <summary>
     /// After NBD_CMD_DISC over TLS: sends close_notify and half-closes the socket, then reads and drops what the client
-    /// still sends (its own close_notify) until it closes, for at most <see cref="LingerTime"/> or 64 KiB. Closing a
-    /// socket whose receive queue holds unread bytes resets the connection, and a client still waiting for the
-    /// server's close (as libnbd's and NbdSharp's are after NBD_CMD_DISC) would see ECONNRESET instead of a clean end.
+    /// still sends (its own close_notify) until it closes (<see cref="Linger.DrainAsync"/>). A client still waiting for
+    /// the server's close (as libnbd's and NbdSharp's are after NBD_CMD_DISC) would see ECONNRESET instead of a clean end.
     /// </summary>
     private static async Task SayGoodbyeAsync(Stream transport, Stream stream, CancellationToken stop)
     {
@@ -530,20 +526,10 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
             if (socket == null)
                 return;
             socket.Shutdown(SocketShutdown.Send);
-            using var limit = CancellationTokenSource.CreateLinkedTokenSource(stop);
-            limit.CancelAfter(LingerTime);
-            // A blocking read does not see the token: cutting the socket ends it.
-            using CancellationTokenRegistration cut = limit.Token.Register(static s => Cut((Stream)s!), stream);
             byte[] scratch = ArrayPool<byte>.Shared.Rent(16 * 1024);
             try
             {
-                for (int total = 0; total < 64 * 1024;)
-                {
-                    int n = await stream.ReadAsync(scratch, limit.Token).ConfigureAwait(false);
-                    if (n <= 0)
-                        break;
-                    total += n;
-                }
+                await Linger.DrainAsync(stream, scratch, stop).ConfigureAwait(false);
             }
             finally
             {
@@ -564,23 +550,6 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
     private string Cutoff(CancellationToken stop) =>
         stop.IsCancellationRequested ? "the server is stopping" : "the handshake took longer than " + _options.HandshakeTimeout;
 
-    /// <summary>Ends every read and write of a connection, blocked or not.</summary>
-    private static void Cut(Stream stream)
-    {
-        if (stream is BlockingSocketStream blocking)
-        {
-            blocking.Abort();
-            return;
-        }
-        try
-        {
-            stream.Dispose();
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or NotSupportedException)
-        {
-            // Closing a stream in use may complain; it is closed all the same.
-        }
-    }
 
     private static string Describe(Socket socket)
     {

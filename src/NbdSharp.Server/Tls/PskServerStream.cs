@@ -5,6 +5,7 @@ using System.IO;
 using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Server.Hosting;
 using NbdSharp.Transport;
 using Org.BouncyCastle.Tls;
 
@@ -86,31 +87,11 @@ internal sealed class PskServerStream : DuplexStream
 
     /// <summary>
     /// After a failed handshake, whose alert has been sent: reads and drops what the client sent meanwhile, until it
-    /// closes (or 64 KiB, or 2 seconds). Closing a socket with unread data resets the connection, and the reset can
+    /// closes (<see cref="Linger.DrainAsync"/>). Closing a socket with unread data resets the connection, and the reset can
     /// reach the client before the alert does (a TLS 1.2 client sends its key exchange and Finished in one flight):
     /// it would then only see "connection reset" instead of why (unknown_psk_identity).
     /// </summary>
-    public async ValueTask DrainAsync(CancellationToken cancellationToken)
-    {
-        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        limit.CancelAfter(TimeSpan.FromSeconds(2));
-        // A transport that blocks does not see the token: closing it ends the read.
-        using CancellationTokenRegistration closing = limit.Token.Register(static s => ((Stream)s!).Dispose(), _transport);
-        try
-        {
-            for (int total = 0; total < 64 * 1024;)
-            {
-                int n = await _transport.ReadAsync(_received, limit.Token).ConfigureAwait(false);
-                if (n <= 0)
-                    break;
-                total += n;
-            }
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or NotSupportedException)
-        {
-            // Closed, reset, or too slow: the connection is going away either way.
-        }
-    }
+    public ValueTask DrainAsync(CancellationToken cancellationToken) => Linger.DrainAsync(_transport, _received, cancellationToken);
 
     public override int Read(byte[] buffer, int offset, int count)
     {

@@ -167,18 +167,7 @@ print("ok")
     public void NbdSharpClient_X509AndPsk(bool psk)
     {
         using var server = TestServer.Start(new MemoryExport(MiB), psk ? Psk(ServerTlsMode.Require) : X509(ServerTlsMode.Require));
-        using var h = new NbdHandle();
-        h.SetTls(TlsMode.Require);
-        if (psk)
-        {
-            h.SetTlsPskFile(_tls.PskFile);
-            h.SetTlsUsername("alice");
-        }
-        else
-        {
-            h.SetTlsCertificates(_tls.ClientDirectory);
-        }
-        h.ConnectUnix(server.Socket);
+        using NbdHandle h = ConnectNbdSharp(server, psk);
         Assert.True(h.GetTlsNegotiated());
         Assert.True(h.GetExtendedHeadersNegotiated());
         byte[] data = new byte[256 * 1024];
@@ -188,6 +177,32 @@ print("ok")
         h.Pread(back, 65536);
         Assert.Equal(data, back);
         h.Shutdown();
+    }
+
+    /// <summary>The NbdSharp client over TLS, required: with the PSK file as alice, or trusting the test CA.</summary>
+    private NbdHandle ConnectNbdSharp(TestServer server, bool psk)
+    {
+        var h = new NbdHandle();
+        try
+        {
+            h.SetTls(TlsMode.Require);
+            if (psk)
+            {
+                h.SetTlsPskFile(_tls.PskFile);
+                h.SetTlsUsername("alice");
+            }
+            else
+            {
+                h.SetTlsCertificates(_tls.ClientDirectory);
+            }
+            h.ConnectUnix(server.Socket);
+            return h;
+        }
+        catch
+        {
+            h.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -207,18 +222,7 @@ print("ok")
         using var server = TestServer.Start(new MemoryExport(MiB), options);
         for (int i = 0; i < 40; i++)
         {
-            using var h = new NbdHandle();
-            h.SetTls(TlsMode.Require);
-            if (psk)
-            {
-                h.SetTlsPskFile(_tls.PskFile);
-                h.SetTlsUsername("alice");
-            }
-            else
-            {
-                h.SetTlsCertificates(_tls.ClientDirectory);
-            }
-            h.ConnectUnix(server.Socket);
+            using NbdHandle h = ConnectNbdSharp(server, psk);
             h.Pread(new byte[512], 0);
             h.Shutdown();
         }
