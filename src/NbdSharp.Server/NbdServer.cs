@@ -360,6 +360,8 @@ public sealed class NbdServer : IAsyncDisposable, IDisposable
             }
             if (tcp)
                 client.NoDelay = true;
+            else
+                NbdSharp.Transport.SocketTransport.WidenSendBuffer(client); // read replies leave whole, as a client's writes do
             string peer = Describe(client);
             if (_options.ThreadPerConnection)
                 Track(RunOnOwnThread(new BlockingSocketStream(client), peer, CancellationToken.None));

@@ -61,6 +61,35 @@ public class TransportTests
         AssertGone(pid);
     }
 
+    /// <summary>
+    /// Unix sockets get a send buffer that takes a 256 KiB write whole (Linux reports twice the size set); a
+    /// socketpair to a command too. Writes through the wider buffer still arrive intact.
+    /// </summary>
+    [Fact]
+    public void UnixSockets_SendBufferTakesLargeWritesWhole()
+    {
+        Requires.Program("nbdkit");
+        using ServerProcess server = Peers.Nbdkit("memory", "4M");
+        using (var h = new NbdHandle())
+        {
+            h.ConnectUri(server.Uri);
+            Assert.True(SendBufferOf(h) >= 1 << 20, "send buffer " + SendBufferOf(h));
+            Exercise.WriteReadBack(h, 1 << 20, 3 << 20);
+        }
+        using (var h = new NbdHandle())
+        {
+            h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "memory", "4M"]);
+            Assert.True(SendBufferOf(h) >= 1 << 20, "send buffer " + SendBufferOf(h));
+            Exercise.WriteReadBack(h, 0, 4 << 20);
+        }
+    }
+
+    private static int SendBufferOf(NbdHandle h)
+    {
+        using var view = new Socket(new SafeSocketHandle(h.AioGetFd(), ownsHandle: false));
+        return view.SendBufferSize;
+    }
+
     [Fact]
     public void Command_ThatIsNotAServer_FailsCleanly()
     {

@@ -37,6 +37,30 @@ internal sealed class SocketTransport : Transport
         _handle = socket.SafeHandle;
         if (socket.ProtocolType == ProtocolType.Tcp)
             socket.NoDelay = true;
+        else if (socket.AddressFamily == AddressFamily.Unix)
+            WidenSendBuffer(socket);
+    }
+
+    /// <summary>
+    /// What a Unix socket's send buffer is raised to. Linux's default (net.core.wmem_default, 208 KiB) is smaller than
+    /// one large write request, which then leaves in pieces, each waiting for the server to drain the one before: with
+    /// 1 MiB (the kernel caps it at net.core.wmem_max) nbdcopy's 256 KiB writes go out whole and copies into NBD spend
+    /// 8-10 % less client CPU (docs/benchmarks.md). TCP is left alone: a fixed SO_SNDBUF would turn its autotuning off.
+    /// </summary>
+    internal const int UnixSendBuffer = 1 << 20;
+
+    internal static void WidenSendBuffer(Socket socket)
+    {
+        try
+        {
+            // Linux reports twice what was set (the kernel's bookkeeping share), so a raised buffer is not raised again.
+            if (socket.SendBufferSize < UnixSendBuffer)
+                socket.SendBufferSize = UnixSendBuffer;
+        }
+        catch (SocketException)
+        {
+            // Not every platform lets an AF_UNIX buffer be sized; the default works, only with more wake-ups.
+        }
     }
 
     public Socket Socket => _socket;

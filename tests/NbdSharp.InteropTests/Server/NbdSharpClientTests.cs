@@ -520,6 +520,30 @@ public partial class NbdSharpClientTests
         b.Pread(one, 0);
     }
 
+    /// <summary>A connection accepted on a Unix socket gets a send buffer that takes a 256 KiB read reply whole.</summary>
+    [Fact]
+    public void UnixConnections_SendBufferTakesLargeRepliesWhole()
+    {
+        using var server = TestServer.Start(new MemoryExport(MiB));
+        using var raw = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        raw.Connect(new UnixDomainSocketEndPoint(server.Socket));
+        Assert.Equal(18, raw.Receive(new byte[64])); // accepted: the greeting came
+        // The server's end of the connection is a socket in this process bound to the server's path, not listening.
+        int found = 0;
+        foreach (string link in System.IO.Directory.GetFiles("/proc/self/fd"))
+        {
+            if (!int.TryParse(System.IO.Path.GetFileName(link), out int fd) || !(new System.IO.FileInfo(link).LinkTarget ?? "").StartsWith("socket:", StringComparison.Ordinal))
+                continue;
+            using var view = new Socket(new SafeSocketHandle(fd, ownsHandle: false));
+            if (view.AddressFamily != AddressFamily.Unix || view.LocalEndPoint?.ToString() != server.Socket
+                || (int)view.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! != 0)
+                continue;
+            Assert.True(view.SendBufferSize >= 1 << 20, "send buffer " + view.SendBufferSize);
+            found++;
+        }
+        Assert.Equal(1, found);
+    }
+
     [Fact]
     public void HandshakeTimeout_ClosesAClientThatSaysNothing()
     {
