@@ -112,6 +112,9 @@ public sealed partial class NbdHandle
     /// <summary>The first unexpected exception the reader turned into a dead connection (a bug of ours), for the fuzzing harness.</summary>
     internal Exception? InternalError => _engine?.InternalError;
 
+    /// <summary>Who reads replies right now: whether a thread holds the role, and how many synchronous callers queue for it (tests).</summary>
+    internal (bool Taken, int Volunteers) ReaderRoleForTests => _engine?.ReaderRoleForTests ?? default;
+
     /// <summary>A rough count of the bytes this handle holds (<c>nbd_get_handle_size</c>), for garbage-collected bindings.</summary>
     /// <returns>The estimate.</returns>
     public long GetHandleSize() => 1024 + (_engine?.ApproximateSize ?? 0) + (_negotiator != null ? 32 * 1024 : 0);

@@ -82,6 +82,46 @@ public class EngineTests
         Assert.Equal(payload, received);
     }
 
+    /// <summary>
+    /// A synchronous caller queued to read, whose reply the reading thread reads for it, must leave the queue when it
+    /// returns: its pooled command, reused for a Task-based read, was otherwise handed the reader role later, which
+    /// nobody took, and the Task-based read waited forever with its reply already received (seen over the portable data
+    /// path in ConcurrencyTests.ManyThreads_SyncAioAndAsyncTogether_OnOneHandle).
+    /// </summary>
+    [Fact]
+    public async Task SyncWaiterAnsweredByTheReader_LeavesNoHandOffToItsReusedCommand()
+    {
+        var answerSecond = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using ScriptedServer server = Scripted.Serve(async c =>
+        {
+            ScriptedRequest first = await c.ReadRequestAsync();
+            ScriptedRequest second = await c.ReadRequestAsync();
+            await answerSecond.Task;
+            await c.SendDataChunkAsync(second, second.Offset, new byte[second.Length], done: true);
+            ScriptedRequest third = await c.ReadRequestAsync();
+            // Both at once: the first caller stops reading after its own reply, and the third's is left for whoever
+            // the role goes to.
+            await c.SendDataChunkAsync(first, first.Offset, new byte[first.Length], done: true);
+            await c.SendDataChunkAsync(third, third.Offset, new byte[third.Length], done: true);
+            await c.DrainAsync();
+        });
+        using NbdHandle h = Scripted.Connect(server);
+        byte[] one = new byte[4096], two = new byte[4096], three = new byte[4096];
+        // The first caller takes the reader role and waits in it for its reply.
+        Task firstCall = Scripted.WithinAsync(() => h.Pread(one, 0));
+        Assert.True(SpinWait.SpinUntil(() => h.ReaderRoleForTests.Taken, Scripted.Deadline));
+        // The second queues as a volunteer; the first caller reads its reply for it.
+        Task secondCall = Scripted.WithinAsync(() => h.Pread(two, 4096));
+        Assert.True(SpinWait.SpinUntil(() => h.ReaderRoleForTests.Volunteers == 1, Scripted.Deadline));
+        answerSecond.SetResult();
+        await secondCall;
+        Assert.Equal(0, h.ReaderRoleForTests.Volunteers);
+        // The Task-based read reuses the second caller's command; when the first caller leaves the role, somebody
+        // must take it to read the third reply.
+        await h.PreadAsync(three, 8192).AsTask().WaitAsync(Scripted.Deadline);
+        await firstCall;
+    }
+
     [Fact]
     public async Task Poll_AfterAnotherThreadCompletedTheLastCommand_ReturnsInsteadOfWaiting()
     {

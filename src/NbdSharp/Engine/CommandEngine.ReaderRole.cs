@@ -41,6 +41,16 @@ internal sealed unsafe partial class CommandEngine
     private int _blockedSenders;
     private long _progressGeneration;
 
+    /// <summary>Whether a thread holds the reader role, and how many synchronous callers queue for it (tests).</summary>
+    public (bool Taken, int Volunteers) ReaderRoleForTests
+    {
+        get
+        {
+            lock (_lock)
+                return (_readerActive, _volunteers.Count);
+        }
+    }
+
     /// <summary>Whether the current thread is reading for this engine (inside one of its callbacks).</summary>
     public bool IsReadingOnCurrentThread => t_reading == this;
 
@@ -88,7 +98,13 @@ internal sealed unsafe partial class CommandEngine
             lock (_lock)
             {
                 if (cmd.Done)
+                {
+                    // Completed by another reader while queued: the entry must go now, before the command returns to the
+                    // pool and is reused (a later hand-off to it would wake nobody, and a Task-based command would wait forever).
+                    if (cmd.QueuedAsVolunteer)
+                        RemoveVolunteerLocked(cmd);
                     return;
+                }
                 drive = TryTakeReaderLocked();
                 if (!drive && !cmd.QueuedAsVolunteer)
                 {
@@ -109,6 +125,18 @@ internal sealed unsafe partial class CommandEngine
                 cmd.Signal.Reset();
             }
         }
+    }
+
+    /// <summary>Takes <paramref name="cmd"/> out of the volunteers' queue (under the lock; the queue is as long as the waiting threads).</summary>
+    private void RemoveVolunteerLocked(Command cmd)
+    {
+        for (int i = _volunteers.Count; i > 0; i--)
+        {
+            Command waiter = _volunteers.Dequeue();
+            if (waiter != cmd)
+                _volunteers.Enqueue(waiter);
+        }
+        cmd.QueuedAsVolunteer = false;
     }
 
     /// <summary>
