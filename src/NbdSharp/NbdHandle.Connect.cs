@@ -213,7 +213,9 @@ public sealed partial class NbdHandle
     public void KillSubprocess(int signum)
     {
         const string call = "nbd_kill_subprocess";
-        Subprocess child = _child ?? throw Error(call, Errno.ESRCH, "no subprocess exists");
+        // Only Linux starts subprocesses (Connectors.ConnectCommand, ConnectSocketActivation).
+        if (!OperatingSystem.IsLinux() || _child is not { } child)
+            throw Error(call, Errno.ESRCH, "no subprocess exists");
         if (signum < 0)
             Throw(call, Errno.EINVAL, "invalid signal number: " + signum.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (!child.Signal(signum == 0 ? 15 : signum, out int errno))
@@ -223,7 +225,12 @@ public sealed partial class NbdHandle
     /// <summary>The process id of the server this handle started (<c>nbd_get_subprocess_pid</c>).</summary>
     /// <returns>The PID.</returns>
     /// <exception cref="NbdException">ESRCH when the handle started no subprocess.</exception>
-    public long GetSubprocessPid() => (_child ?? throw Error("nbd_get_subprocess_pid", Errno.ESRCH, "no subprocess exists")).Pid;
+    public long GetSubprocessPid()
+    {
+        if (!OperatingSystem.IsLinux() || _child is not { } child)
+            throw Error("nbd_get_subprocess_pid", Errno.ESRCH, "no subprocess exists");
+        return child.Pid;
+    }
 
     private static Opener Unix(string unixSocket, string call)
     {
@@ -470,7 +477,8 @@ public sealed partial class NbdHandle
                 negotiator.Transport.Dispose(); // the TLS layer over the connection
             negotiator?.Dispose();
             transport?.Dispose();
-            _child?.Reap(ChildGrace, terminate: false);
+            if (OperatingSystem.IsLinux())
+                _child?.Reap(ChildGrace, terminate: false);
             if (deadline.Translate(call, failure) is { } timedOut)
                 throw timedOut;
             throw;

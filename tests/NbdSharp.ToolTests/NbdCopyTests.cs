@@ -201,6 +201,22 @@ public class NbdCopyTests
         return redirect < 0 ? source + " " + destination : source[..redirect] + " " + destination + source[redirect..];
     }
 
+    /// <summary>
+    /// What macOS and Windows run: the library's portable data path, and nbdcopy's event loop waiting through
+    /// Socket.Select instead of poll(2) (NBDSHARP_PORTABLE_SOCKETS=1 selects both here), with two connections
+    /// between two servers.
+    /// </summary>
+    [Fact]
+    public void PortablePaths_CopyBetweenServers()
+    {
+        using ServerProcess source = Peers.Nbdkit("-r", "sparse-random", "64M", "seed=21", "percent=40");
+        using ServerProcess destination = Peers.Nbdkit("memory", "64M");
+        var portable = new Dictionary<string, string> { ["NBDSHARP_PORTABLE_SOCKETS"] = "1" };
+        ToolResult result = ToolProcess.Run(ToolProcess.Ours("nbdcopy"), ["-C", "2", source.Uri, destination.Uri], environment: portable);
+        Succeeds(result);
+        AssertSame(Contents(source.Uri), Contents(destination.Uri), "portable copy");
+    }
+
     [Fact]
     public void IntoAServerRunBySocketActivation()
     {

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Net.Sockets;
 using System.Threading;
 
 namespace NbdSharp.Tools.Copy;
@@ -161,7 +162,53 @@ internal sealed class AioCopier
         /// <see cref="NbdHandle.AioGetFd"/>, watched for writing too while <see cref="NbdHandle.AioGetDirection"/> says
         /// so. The wait is short (10 ms) because replies may also be read by another thread (a TLS poller).
         /// </summary>
-        private unsafe void WaitForProgress()
+        /// <summary>The library's switch to its portable data path (NBDSHARP_PORTABLE_SOCKETS=1) selects this wait too, to test it on Linux.</summary>
+        private static readonly bool PortableWait = Environment.GetEnvironmentVariable("NBDSHARP_PORTABLE_SOCKETS") == "1";
+
+        /// <summary>
+        /// <see cref="WaitForProgress"/> where poll(2) is not called (Windows): the same wait through
+        /// <see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, TimeSpan)"/>
+        /// on views of the connections' sockets.
+        /// </summary>
+        private void WaitForProgressPortably(int count)
+        {
+            var readers = new List<Socket>(count);
+            var writers = new List<Socket>(count);
+            var views = new Socket[count];
+            try
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    views[i] = new Socket(new SafeSocketHandle(_polled[i].AioGetFd(), ownsHandle: false));
+                    readers.Add(views[i]);
+                    if ((_polled[i].AioGetDirection() & AioDirection.Write) != 0)
+                        writers.Add(views[i]);
+                }
+                Socket.Select(readers, writers.Count > 0 ? writers : null, null, TimeSpan.FromMilliseconds(10));
+                for (int i = 0; i < count; i++)
+                {
+                    try
+                    {
+                        if (writers.Contains(views[i]) && (_polled[i].AioGetDirection() & AioDirection.Write) != 0)
+                            _polled[i].AioNotifyWrite();
+                        if (readers.Contains(views[i]))
+                            _polled[i].AioNotifyRead();
+                    }
+                    catch (NbdException) when (_polled[i].AioIsDead())
+                    {
+                        AwaitCommandFailures(_polled[i]);
+                        throw;
+                    }
+                }
+            }
+            finally
+            {
+                foreach (Socket? view in views)
+                    view?.Dispose();
+            }
+        }
+
+        private void WaitForProgress()
         {
             int count = _polled.Count;
             if (count == 0)
@@ -169,6 +216,16 @@ internal sealed class AioCopier
                 _wake.Wait(10);
                 return;
             }
+            if ((OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()) && !PortableWait)
+                PollNatively(count);
+            else
+                WaitForProgressPortably(count);
+        }
+
+        [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+        [System.Runtime.Versioning.SupportedOSPlatform("macos")]
+        private unsafe void PollNatively(int count)
+        {
             LibC.PollFd* fds = stackalloc LibC.PollFd[2];
             for (int i = 0; i < count; i++)
             {

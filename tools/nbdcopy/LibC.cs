@@ -31,27 +31,35 @@ internal static unsafe partial class LibC
     private const int AT_EMPTY_PATH = 0x1000;
     private const uint STATX_BASIC_STATS = 0x7ff;
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Open(string path, int flags, int mode);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
     public static partial long Lseek(int fd, long offset, int whence);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
     public static partial int Fallocate(int fd, int mode, long offset, long length);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
     public static partial int Ftruncate(int fd, long length);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     public static partial int Fsync(int fd);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, nuint request, void* argument);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, byte* buffer, nuint count);
 
@@ -67,12 +75,16 @@ internal static unsafe partial class LibC
         public short Revents;
     }
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    [System.Runtime.Versioning.SupportedOSPlatform("macos")] // struct pollfd and the POLL* bits are the same there
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     public static partial int Poll(PollFd* fds, nuint count, int timeout);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "isatty")]
     public static partial int IsATty(int fd);
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "statx", SetLastError = true)]
     private static partial int Statx(int dirfd, byte* path, int flags, uint mask, byte* buffer);
 
@@ -86,6 +98,7 @@ internal static unsafe partial class LibC
 
     /// <summary>fstat through statx (whose layout is the same on every architecture).</summary>
     /// <returns>0 and the status, or -1 with errno set.</returns>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     public static int FStat(int fd, out FileStatus status)
     {
         byte* buffer = stackalloc byte[256];

@@ -5,7 +5,9 @@ using Microsoft.Win32.SafeHandles;
 
 namespace NbdSharp.Tools.Copy;
 
-/// <summary>A regular file or a block device, read and written with pread/pwrite at any offset.</summary>
+/// <summary>A regular file or a block device, read and written with pread/pwrite at any offset (Linux: the end's calls
+/// are Linux's).</summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal sealed unsafe class FileEnd : CopyEnd
 {
     private readonly SafeFileHandle _handle;

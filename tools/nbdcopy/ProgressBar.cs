@@ -1,5 +1,6 @@
 using System;
 using System.Globalization;
+using System.IO;
 using System.Text;
 
 namespace NbdSharp.Tools.Copy;
@@ -64,6 +65,20 @@ internal sealed class ProgressBar
     /// reader that went away does not stop the copy, as libnbd ignores the result too.</summary>
     private unsafe void WriteAll(byte[] bytes)
     {
+        if (!OperatingSystem.IsLinux())
+        {
+            // Elsewhere only the standard streams (--progress=FD names a descriptor, which is Linux's).
+            using Stream stream = _fd == 1 ? Console.OpenStandardOutput() : Console.OpenStandardError();
+            try
+            {
+                stream.Write(bytes);
+            }
+            catch (IOException)
+            {
+                // A reader that went away does not stop the copy.
+            }
+            return;
+        }
         fixed (byte* start = bytes)
         {
             int done = 0;

@@ -7,6 +7,8 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Threading;
 
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
 namespace NbdSharp.Tools.Fuse;
 
 /// <summary>
@@ -16,7 +18,8 @@ namespace NbdSharp.Tools.Fuse;
 /// </summary>
 internal static unsafe class Program
 {
-    private static int Main(string[] args) => ToolMain.Run(FuseCommandLine.Program, () => Run(args));
+    private static int Main(string[] args) => ToolMain.Run(FuseCommandLine.Program, () => OperatingSystem.IsLinux() ? Run(args)
+        : throw new ToolException("FUSE mounts are only supported on Linux, not on " + RuntimeInformation.OSDescription, 1));
 
     private static int Run(string[] args)
     {
@@ -249,16 +252,20 @@ internal static unsafe class Program
 /// <summary>The few C library calls nbdfuse makes itself.</summary>
 internal static partial class LibC
 {
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint GetEuid();
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "getegid")]
     public static partial uint GetEgid();
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "umount2", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Umount2(string target, int flags);
 
     /// <summary>vsnprintf, for libfuse's log messages (a <c>va_list</c> arrives as a pointer on x86-64 and arm64).</summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "vsnprintf")]
     public static unsafe partial int Vsnprintf(byte* buffer, nuint size, byte* format, nint args);
 }

@@ -5,6 +5,7 @@ using System.IO;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using System.Runtime.Versioning;
 using System.Threading;
 using System.Threading.Tasks;
 
@@ -118,7 +119,7 @@ internal static class Connectors
     public static unsafe OpenedTransport ConnectVsock(uint cid, uint port, string call)
     {
         if (!OperatingSystem.IsLinux())
-            throw new NbdException(Errno.ENOTSUP, NbdException.Format(call, "AF_VSOCK is not supported on this platform", Errno.ENOTSUP));
+            throw LinuxOnly(call, "AF_VSOCK");
         int fd = LibC.Socket(LibC.AF_VSOCK, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
         if (fd < 0)
         {
@@ -136,11 +137,20 @@ internal static class Connectors
         return new OpenedTransport(new SocketTransport(socket), new Endpoint(EndpointKind.Vsock, Cid: cid, VsockPort: port));
     }
 
+    /// <summary>ENOTSUP for a transport that only Linux has here, naming the platform the program runs on.</summary>
+    private static NbdException LinuxOnly(string call, string what) =>
+        new(Errno.ENOTSUP, NbdException.Format(call, what + " is only supported on Linux, not on " + RuntimeInformation.OSDescription, Errno.ENOTSUP));
+
     /// <summary>Waits up to <paramref name="timeoutMs"/> for <paramref name="fd"/> to become readable (or fail).</summary>
     public static unsafe bool FdReadable(int fd, int timeoutMs)
     {
-        var pfd = new LibC.PollFd { Fd = fd, Events = LibC.POLLIN };
-        return LibC.Poll(&pfd, 1, timeoutMs) > 0;
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())
+        {
+            var pfd = new LibC.PollFd { Fd = fd, Events = LibC.POLLIN };
+            return LibC.Poll(&pfd, 1, timeoutMs) > 0;
+        }
+        throw new NbdException(Errno.ENOTSUP, NbdException.Format("nbd_poll2",
+            "watching a file descriptor is only supported on Linux and macOS, not on " + RuntimeInformation.OSDescription, Errno.ENOTSUP));
     }
 
     /// <summary>Whether this platform can create AF_VSOCK sockets.</summary>
@@ -163,7 +173,7 @@ internal static class Connectors
     {
         CheckArgv(argv, call);
         if (!OperatingSystem.IsLinux())
-            throw new NbdException(Errno.ENOTSUP, NbdException.Format(call, "running a server on a socketpair is only supported on Linux", Errno.ENOTSUP));
+            throw LinuxOnly(call, "running a server on a socketpair");
         int* fds = stackalloc int[2];
         if (LibC.SocketPair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, fds) != 0)
         {
@@ -196,7 +206,7 @@ internal static class Connectors
     {
         CheckArgv(argv, call);
         if (!OperatingSystem.IsLinux())
-            throw new NbdException(Errno.ENOTSUP, NbdException.Format(call, "socket activation is only supported on Linux", Errno.ENOTSUP));
+            throw LinuxOnly(call, "socket activation");
         string dir = Path.Combine("/tmp", "nbdsharp-" + Path.GetRandomFileName());
         Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string path = Path.Combine(dir, "sock");
@@ -252,6 +262,7 @@ internal static class Connectors
     }
 
     /// <summary>A listening Unix socket bound to <paramref name="path"/>, as a descriptor (close-on-exec).</summary>
+    [SupportedOSPlatform("linux")]
     private static unsafe int ListenUnix(string path, string call)
     {
         byte[] name = System.Text.Encoding.UTF8.GetBytes(path);

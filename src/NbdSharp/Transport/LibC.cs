@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Versioning;
 
 namespace NbdSharp.Transport;
 
@@ -40,15 +41,20 @@ internal static unsafe partial class LibC
         public int Flags;
     }
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
     public static partial nint Recv(int fd, byte* buffer, nuint length, int flags);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
     public static partial nint Send(int fd, byte* buffer, nuint length, int flags);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
     public static partial nint SendMsg(int fd, MsgHdr* message, int flags);
 
+    [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")] // struct pollfd and the POLL* bits are the same there
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
 
@@ -82,12 +88,15 @@ internal static unsafe partial class LibC
         public byte Zero2;
     }
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
     public static partial int Socket(int domain, int type, int protocol);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "socketpair", SetLastError = true)]
     public static partial int SocketPair(int domain, int type, int protocol, int* fds);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "connect", SetLastError = true)]
     public static partial int Connect(int fd, void* address, uint length);
 
@@ -96,60 +105,78 @@ internal static unsafe partial class LibC
     public const int SOL_SOCKET = 1;
     public const int SO_SNDBUF = 7;
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, nuint request, int* value);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
     public static partial int GetSockOpt(int fd, int level, int name, int* value, uint* length);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
     public static partial int Bind(int fd, void* address, uint length);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "listen", SetLastError = true)]
     public static partial int Listen(int fd, int backlog);
 
     /// <summary>The size of <c>struct sockaddr_un</c>: a 2-byte family and a 108-byte path.</summary>
     public const int SockAddrUnSize = 110;
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
     public static partial int WaitPid(int pid, int* status, int options);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawnp", SetLastError = true)]
     public static partial int PosixSpawnp(int* pid, byte* file, void* fileActions, void* attributes, byte** argv, byte** envp);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_init")]
     public static partial int SpawnFileActionsInit(void* fileActions);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_adddup2")]
     public static partial int SpawnFileActionsAddDup2(void* fileActions, int fd, int newFd);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_destroy")]
     public static partial int SpawnFileActionsDestroy(void* fileActions);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_init")]
     public static partial int SpawnAttrInit(void* attributes);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_setflags")]
     public static partial int SpawnAttrSetFlags(void* attributes, short flags);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_setsigdefault")]
     public static partial int SpawnAttrSetSigDefault(void* attributes, void* signals);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_setsigmask")]
     public static partial int SpawnAttrSetSigMask(void* attributes, void* signals);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_destroy")]
     public static partial int SpawnAttrDestroy(void* attributes);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "sigfillset")]
     public static partial int SigFillSet(void* set);
 
+    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "sigemptyset")]
     public static partial int SigEmptySet(void* set);
 }

@@ -25,6 +25,7 @@ internal sealed class SocketTransport : Transport
     /// and Windows. The portable path can be chosen on Linux as well (<see cref="PortableSwitch"/> or
     /// <see cref="PortableVariable"/>), so that it is tested where the test servers run.
     /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatformGuard("linux")]
     internal static readonly bool UseLibC = OperatingSystem.IsLinux() && !PortableRequested();
     private readonly Socket _socket;
     private readonly SafeHandle _handle;
@@ -386,6 +387,7 @@ internal sealed class SocketTransport : Transport
         }
     }
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     private static unsafe bool WaitFor(int fd, short events, int timeoutMs)
     {
         LibC.PollFd pfd = new() { Fd = fd, Events = events };

@@ -13,6 +13,7 @@ namespace NbdSharp.Transport;
 /// with posix_spawn, which can hand the child a file descriptor (its stdin/stdout, or fd 3) where .NET's
 /// Process cannot, and with default signal dispositions and an empty signal mask, as after fork and exec.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal sealed class Subprocess
 {
     private int _reaped;
