@@ -90,9 +90,10 @@ failed=$((failed + plat_failed))
 
 # The packages as a user meets them: packed into a private folder, a new console project built against them alone,
 # every tool installed with dotnet tool install and run against a server (scripts/package-tests.sh; each check is
-# one test). CI packs the per-platform tool packages for this platform and the portable one only.
+# one test). CI packs the per-platform tool packages for linux-x64 and linux-arm64 (both Native AOT) and the portable
+# one only.
 pkglog=$(mktemp)
-PACK_RIDS="${PACK_RIDS:-linux-x64;any}" scripts/package-tests.sh 2>&1 | tee "$pkglog"
+PACK_RIDS="${PACK_RIDS:-linux-x64;linux-arm64;any}" scripts/package-tests.sh 2>&1 | tee "$pkglog"
 read -r pkg_passed pkg_failed < <(sed -nE 's/^packages: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$pkglog" | tail -1)
 rm -f "$pkglog"
 if [ -z "${pkg_passed:-}" ]; then

@@ -3,7 +3,8 @@
 # nbdkit, qemu-nbd (qemu-utils), nbd-server, libnbd's own tools and Python binding (the reference), and
 # openssl (TLS tests make their certificates with it), file (nbdinfo probes an export's content with it), tmux (the
 # interactive nbdsh is tested in a tmux pane), fuse3 (libfuse3 and fusermount3 for nbdfuse), fio (nbdfuse's
-# benchmark) and afl++ (fuzz/fuzz.sh smoke).
+# benchmark), afl++ (fuzz/fuzz.sh smoke), and on x86-64 the aarch64 cross toolchain (scripts/pack.sh compiles the
+# linux-arm64 tool packages with Native AOT) with qemu-user to run what it makes (scripts/package-tests.sh).
 set -euo pipefail
 need=()
 command -v nbdkit >/dev/null || need+=(nbdkit)
@@ -16,6 +17,12 @@ command -v file >/dev/null || need+=(file)
 command -v tmux >/dev/null || need+=(tmux)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v fio >/dev/null || need+=(fio)
+command -v unzip >/dev/null || need+=(unzip)
+if [ "$(uname -m)" = x86_64 ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+  [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ] || need+=(libc6-dev-arm64-cross)
+  command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+fi
 afl=()
 command -v afl-fuzz >/dev/null || afl+=(afl++)
 [ ${#need[@]} -eq 0 ] && [ ${#afl[@]} -eq 0 ] && exit 0

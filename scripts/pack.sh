@@ -2,8 +2,10 @@
 # pack.sh - makes every NbdSharp package into one folder, as a release would:
 #   NbdSharp and NbdSharp.Server (library packages with symbols),
 #   NbdSharp.nbdcopy, .nbdinfo, .nbddump, .nbddiscard, .nbdzero: a pointer package, one package per platform
-#     (linux, osx, win; x64, arm64) and a portable one ("any"); the package of this machine's own platform holds the
-#     Native AOT binary, the others are ReadyToRun (Native AOT does not cross-compile here),
+#     (linux, osx, win; x64, arm64) and a portable one ("any"); the packages of this machine's own platform and, on
+#     linux-x64 with the aarch64 cross toolchain (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross: see
+#     scripts/install-peers.sh), of linux-arm64 hold the Native AOT binary; the others are ReadyToRun (Native AOT
+#     does not compile across operating systems),
 #   NbdSharp.nbdsh, .nbdfuse, .nbdsharp-server: framework-dependent tool packages.
 # Usage: scripts/pack.sh [--rids LIST] [OUTPUT-FOLDER]   (default artifacts/packages)
 #   --rids LIST  the platforms of the per-platform tool packages, ';'-separated (default
@@ -27,6 +29,19 @@ esac
 
 pack() { dotnet pack "$@" -c Release -o "$OUT" -nologo -v q -clp:ErrorsOnly; }
 
+# The platforms whose packages get the Native AOT binary: this one, and linux-arm64 from linux-x64 when the cross
+# toolchain is there; only those among --rids.
+AOT=()
+[ -z "$NATIVE" ] || AOT+=("$NATIVE")
+if [ "$NATIVE" = linux-x64 ] && command -v aarch64-linux-gnu-gcc >/dev/null && [ -d /usr/aarch64-linux-gnu/lib ]; then
+  AOT+=(linux-arm64)
+fi
+if [ -n "$RIDS" ]; then
+  chosen=()
+  for rid in "${AOT[@]}"; do [[ ";$RIDS;" == *";$rid;"* ]] && chosen+=("$rid"); done
+  AOT=("${chosen[@]}")
+fi
+
 for project in src/NbdSharp src/NbdSharp.Server tools/nbdsh tools/nbdfuse tools/nbdsharp-server; do
   echo "pack.sh: $project" >&2
   pack "$project"
@@ -34,11 +49,11 @@ done
 for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero; do
   echo "pack.sh: tools/$tool (every platform, ReadyToRun, and portable)" >&2
   if [ -n "$RIDS" ]; then pack "tools/$tool" -p:ToolRids="\"$RIDS\""; else pack "tools/$tool"; fi
-  if [ -n "$NATIVE" ]; then
-    echo "pack.sh: tools/$tool ($NATIVE, Native AOT)" >&2
-    pack "tools/$tool" -r "$NATIVE" -p:PublishAot=true -p:ToolRids="$NATIVE" -p:RuntimeIdentifiers="$NATIVE"
+  for rid in "${AOT[@]}"; do
+    echo "pack.sh: tools/$tool ($rid, Native AOT)" >&2
+    pack "tools/$tool" -r "$rid" -p:PublishAot=true -p:ToolRids="$rid" -p:RuntimeIdentifiers="$rid"
     # The ReadyToRun package's symbols do not belong to the native binary that replaced it.
-    rm -f "$OUT/NbdSharp.$tool.$NATIVE".*.snupkg
-  fi
+    rm -f "$OUT/NbdSharp.$tool.$rid".*.snupkg
+  done
 done
 echo "pack.sh: packages in $OUT" >&2

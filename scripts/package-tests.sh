@@ -6,7 +6,8 @@
 #     the client against nbdkit;
 #   - every tool is installed from that folder with `dotnet tool install --tool-path`, run with --version and with
 #     one real command against a server, its output checked; on linux-x64 the installed nbdcopy, nbdinfo, nbddump,
-#     nbddiscard and nbdzero must be the Native AOT binaries.
+#     nbddiscard and nbdzero must be the Native AOT binaries; their linux-arm64 packages too (cross-compiled), run
+#     under qemu-user.
 # Each check is one test; the last line is "packages: N passed, N failed".
 # Usage: scripts/package-tests.sh [PACKAGE-FOLDER]   (packs into a temporary folder unless given one already packed;
 #        PACK_RIDS chooses the tool packages' platforms, as pack.sh's --rids)
@@ -145,6 +146,24 @@ case "$(uname -s)-$(uname -m)" in
         file \"\$bin\" | grep -q 'ELF 64-bit' && [ ! -e \"\$(dirname \"\$bin\")/$tool.dll\" ]"
     done ;;
 esac
+
+# linux-arm64, cross-compiled with Native AOT when pack.sh could (the cross toolchain is there): the package holds an
+# aarch64 binary, which qemu-user runs against nbdkit.
+if [[ ";${PACK_RIDS:-linux-arm64};" == *";linux-arm64;"* ]] && command -v aarch64-linux-gnu-gcc >/dev/null && [ "$(uname -m)" = x86_64 ]; then
+  for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero; do
+    check "the linux-arm64 package of $tool holds the Native AOT binary" bash -c "
+      rm -rf '$T/arm64' && mkdir -p '$T/arm64' && cd '$T/arm64' && unzip -q '$FEED/NbdSharp.$tool.linux-arm64.$VERSION.nupkg' &&
+      bin=\$(find . -type f -name $tool) && file \"\$bin\" | grep -q 'ELF 64-bit LSB pie executable, ARM aarch64' &&
+      [ -z \"\$(find . -name '$tool.dll')\" ] && cp \"\$bin\" '$T/$tool-arm64'"
+  done
+  if command -v qemu-aarch64 >/dev/null; then
+    check "the linux-arm64 nbdinfo runs (qemu-user) against nbdkit" bash -c "
+      [ \"\$(nbdkit -U - pattern 1M --run 'qemu-aarch64 -L /usr/aarch64-linux-gnu $T/nbdinfo-arm64 --size \"\$uri\"')\" = 1048576 ]"
+    check "the linux-arm64 nbdcopy copies (qemu-user), as libnbd's nbdcopy does" bash -c "
+      nbdkit -U - pattern 3M --run 'qemu-aarch64 -L /usr/aarch64-linux-gnu $T/nbdcopy-arm64 \"\$uri\" $T/arm64.img && nbdcopy \"\$uri\" $T/libnbd-arm64.img' &&
+      cmp $T/arm64.img $T/libnbd-arm64.img"
+  fi
+fi
 
 # One real command each, against nbdkit (or our own server), checked against libnbd's tools where they exist.
 check "nbdinfo --size" bash -c "[ \"\$(nbdkit -U - pattern 1M --run '$TOOLS/nbdinfo --size \"\$uri\"')\" = 1048576 ]"

@@ -61,9 +61,7 @@ internal sealed class CopyJob(CopyOptions options)
 
     private CopyEnd OpenLocal(string name, bool writing)
     {
-        if (!OperatingSystem.IsLinux())
-            throw new ToolException(name + ": local files and pipes are only supported on Linux, not on " + System.Runtime.InteropServices.RuntimeInformation.OSDescription, 1);
-        CopyEnd end = FileEnd.Open(name, writing);
+        CopyEnd end = PortableFileEnd.Chosen || !OperatingSystem.IsLinux() ? PortableFileEnd.Open(name, writing) : FileEnd.Open(name, writing);
         if (name == "-" || end is PipeEnd)
             options.Synchronous = true; // a stream can only go in order
         return end;

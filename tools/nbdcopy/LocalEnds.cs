@@ -249,11 +249,16 @@ internal sealed unsafe class FileEnd : CopyEnd
 /// Its size is unknown; it forces the synchronous copy.</summary>
 internal sealed class PipeEnd : CopyEnd
 {
-    private readonly FileStream _stream;
+    private readonly Stream _stream;
 
     public PipeEnd(string name, SafeFileHandle handle, bool writing)
+        : this(name, new FileStream(handle, writing ? FileAccess.Write : FileAccess.Read, 0))
+    {
+    }
+
+    public PipeEnd(string name, Stream stream)
         : base(name, "pipe_ops") =>
-        _stream = new FileStream(handle, writing ? FileAccess.Write : FileAccess.Read, 0);
+        _stream = stream;
 
     public override int ReadSome(Span<byte> buffer, long offset)
     {
