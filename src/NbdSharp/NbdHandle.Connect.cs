@@ -20,7 +20,7 @@ public sealed partial class NbdHandle
     private delegate ValueTask<OpenedTransport> Opener(bool async, CancellationToken cancellationToken);
 
     private Endpoint _endpoint = Endpoint.Unnamed;
-    private Subprocess? _child;
+    private ChildServer? _child;
 
     /// <summary>The connect got as far as the handshake (an aio connect's later failures are Poll's to report).</summary>
     private bool _handshakeBegun;
@@ -214,8 +214,7 @@ public sealed partial class NbdHandle
     {
         const string call = "nbd_kill_subprocess";
         // Only Linux starts subprocesses (Connectors.ConnectCommand, ConnectSocketActivation).
-        if (!OperatingSystem.IsLinux() || _child is not { } child)
-            throw Error(call, Errno.ESRCH, "no subprocess exists");
+        ChildServer child = _child ?? throw Error(call, Errno.ESRCH, "no subprocess exists");
         if (signum < 0)
             Throw(call, Errno.EINVAL, "invalid signal number: " + signum.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (!child.Signal(signum == 0 ? 15 : signum, out int errno))
@@ -225,12 +224,7 @@ public sealed partial class NbdHandle
     /// <summary>The process id of the server this handle started (<c>nbd_get_subprocess_pid</c>).</summary>
     /// <returns>The PID.</returns>
     /// <exception cref="NbdException">ESRCH when the handle started no subprocess.</exception>
-    public long GetSubprocessPid()
-    {
-        if (!OperatingSystem.IsLinux() || _child is not { } child)
-            throw Error("nbd_get_subprocess_pid", Errno.ESRCH, "no subprocess exists");
-        return child.Pid;
-    }
+    public long GetSubprocessPid() => (_child ?? throw Error("nbd_get_subprocess_pid", Errno.ESRCH, "no subprocess exists")).Pid;
 
     private static Opener Unix(string unixSocket, string call)
     {
@@ -477,8 +471,7 @@ public sealed partial class NbdHandle
                 negotiator.Transport.Dispose(); // the TLS layer over the connection
             negotiator?.Dispose();
             transport?.Dispose();
-            if (OperatingSystem.IsLinux())
-                _child?.Reap(ChildGrace, terminate: false);
+            _child?.Reap(ChildGrace, terminate: false);
             if (deadline.Translate(call, failure) is { } timedOut)
                 throw timedOut;
             throw;

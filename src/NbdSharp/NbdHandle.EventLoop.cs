@@ -16,7 +16,8 @@ public sealed partial class NbdHandle
     /// is the socket under the encryption: readable then means TLS records have arrived, not necessarily a reply.
     /// </summary>
     /// <returns>The descriptor.</returns>
-    /// <exception cref="NbdException">EINVAL when there is no connection.</exception>
+    /// <exception cref="NbdException">EINVAL when there is no connection, or none with a socket: a command's server
+    /// reached over two pipes (<see cref="ConnectCommand"/> where libc is not called, as on macOS and Windows).</exception>
     public int AioGetFd()
     {
         Transport.Transport? transport = _engine?.TransportForPolling ?? _negotiator?.Transport;

@@ -223,7 +223,7 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
         }
         transport?.Dispose();
         // Socket activation children run until told; a command child ends when its connection closes.
-        if (_child != null && OperatingSystem.IsLinux())
+        if (_child != null)
             await _child.ReapAsync(ChildGrace, _child.TerminateOnClose, async).ConfigureAwait(false);
     }
 

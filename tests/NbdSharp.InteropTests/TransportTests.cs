@@ -79,7 +79,9 @@ public class TransportTests
         using (var h = new NbdHandle())
         {
             h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "memory", "4M"]);
-            Assert.True(SendBufferOf(h) >= 1 << 20, "send buffer " + SendBufferOf(h));
+            // (Over the portable path a command's server is reached over two pipes: no socket to size.)
+            if (!Native.PortablePath)
+                Assert.True(SendBufferOf(h) >= 1 << 20, "send buffer " + SendBufferOf(h));
             Exercise.WriteReadBack(h, 0, 4 << 20);
         }
     }
@@ -161,8 +163,10 @@ public class TransportTests
         await using var h = new NbdHandle();
         h.ConnectCommand(["nbdkit", "-s", "--exit-with-parent", "--filter=delay", "memory", "1M", "rdelay=10"]);
         Task read = h.PreadAsync(new byte[512], 0).AsTask();
-        // nbdkit has read the request (killed with it unread, it would reset the connection: ECONNRESET).
-        Assert.True(SpinWait.SpinUntil(() => Native.UnreadByPeer(h.AioGetFd()) == 0, TimeSpan.FromSeconds(10)));
+        // nbdkit has read the request (killed with it unread, it would reset the connection: ECONNRESET). Over the
+        // portable path the server's stdin and stdout are pipes, which end without a reset.
+        if (!Native.PortablePath)
+            Assert.True(SpinWait.SpinUntil(() => Native.UnreadByPeer(h.AioGetFd()) == 0, TimeSpan.FromSeconds(10)));
         h.KillSubprocess(Native.SIGKILL);
         var e = await Assert.ThrowsAsync<NbdConnectionException>(() => read.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal(Errno.ENOTCONN, e.Errno);

@@ -17,6 +17,12 @@ public static partial class Native
     public const short POLLIN = 1;
     public const short POLLOUT = 4;
 
+    /// <summary>
+    /// Whether this test run goes over the library's portable data path (NBDSHARP_PORTABLE_SOCKETS=1, as test.sh's
+    /// second run does): no libc calls, and a command server reached over two pipes, which have no AioGetFd.
+    /// </summary>
+    public static bool PortablePath => System.Environment.GetEnvironmentVariable("NBDSHARP_PORTABLE_SOCKETS") == "1";
+
     /// <summary>poll(2) on one descriptor for reading (the library's own helper); true when it is readable.</summary>
     public static bool WaitReadable(int fd, int timeoutMs) => NbdSharp.Transport.Connectors.FdReadable(fd, timeoutMs);
 

@@ -167,13 +167,14 @@ internal static class Connectors
 
     /// <summary>
     /// Runs <paramref name="argv"/> as a child speaking NBD on its stdin and stdout, connected to us through a
-    /// socketpair (libnbd's nbd_connect_command, e.g. <c>nbdkit -s memory 1G</c>).
+    /// socketpair (libnbd's nbd_connect_command, e.g. <c>nbdkit -s memory 1G</c>); through two pipes where libc is not
+    /// called (<see cref="PortableSubprocess"/>).
     /// </summary>
     public static unsafe OpenedTransport ConnectCommand(IReadOnlyList<string> argv, string call)
     {
         CheckArgv(argv, call);
-        if (!OperatingSystem.IsLinux())
-            throw LinuxOnly(call, "running a server on a socketpair");
+        if (!SocketTransport.UseLibC)
+            return PortableSubprocess.Start(argv, call);
         int* fds = stackalloc int[2];
         if (LibC.SocketPair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, fds) != 0)
         {

@@ -16,4 +16,4 @@ internal enum EndpointKind
 }
 
 /// <summary>A connected transport, the child process serving it (if the handle started one), and what it is.</summary>
-internal sealed record OpenedTransport(Transport Transport, Endpoint Endpoint, Subprocess? Child = null);
+internal sealed record OpenedTransport(Transport Transport, Endpoint Endpoint, ChildServer? Child = null);

@@ -129,6 +129,7 @@ internal static unsafe partial class LibC
     public static partial int Close(int fd);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")] // the same call and signal numbers there
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     public static partial int Kill(int pid, int signal);
 

@@ -14,7 +14,7 @@ namespace NbdSharp.Transport;
 /// Process cannot, and with default signal dispositions and an empty signal mask, as after fork and exec.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
-internal sealed class Subprocess
+internal sealed class Subprocess : ChildServer
 {
     private int _reaped;
 
@@ -23,16 +23,7 @@ internal sealed class Subprocess
         Pid = pid;
     }
 
-    public int Pid { get; }
-
-    /// <summary>Whether closing the handle stops the child with SIGTERM (a socket-activated server runs until told).</summary>
-    public bool TerminateOnClose { get; init; }
-
-    /// <summary>
-    /// A private folder holding the socket the child listens on (socket activation), removed once the child has been
-    /// reaped: until then the socket's name is what <c>GetUri</c> gives, for more connections to the same server.
-    /// </summary>
-    public string? SocketDirectory { get; set; }
+    public override int Pid { get; }
 
     /// <summary>
     /// Starts <paramref name="argv"/> (found on PATH) with <paramref name="fdMap"/> applied (dup2 of each parent
@@ -97,8 +88,7 @@ internal sealed class Subprocess
         }
     }
 
-    /// <summary>Sends <paramref name="signal"/>; false (with errno) if the process is gone.</summary>
-    public bool Signal(int signal, out int errno)
+    public override bool Signal(int signal, out int errno)
     {
         errno = 0;
         if (Volatile.Read(ref _reaped) != 0)
@@ -112,23 +102,7 @@ internal sealed class Subprocess
         return false;
     }
 
-    /// <summary>
-    /// Waits for the child to exit (it sees its connection close), up to <paramref name="grace"/>, then sends
-    /// SIGTERM, and SIGKILL a few seconds later: a child never outlives its handle and is never left a zombie.
-    /// </summary>
-    public void Reap(TimeSpan grace, bool terminate)
-    {
-        ValueTask reaping = ReapAsync(grace, terminate, async: false);
-        if (!reaping.IsCompleted)
-            throw new InvalidOperationException("internal error: a synchronous path did not complete synchronously");
-        reaping.GetAwaiter().GetResult();
-    }
-
-    /// <summary>
-    /// <see cref="Reap"/>, waiting with <see cref="Task.Delay(int)"/> rather than on the calling thread when
-    /// <paramref name="async"/>; with <paramref name="async"/> false it completes synchronously.
-    /// </summary>
-    public async ValueTask ReapAsync(TimeSpan grace, bool terminate, bool async)
+    public override async ValueTask ReapAsync(TimeSpan grace, bool terminate, bool async)
     {
         if (Interlocked.Exchange(ref _reaped, 1) != 0)
             return;
@@ -181,20 +155,6 @@ internal sealed class Subprocess
         int status;
         int r = LibC.WaitPid(Pid, &status, block ? 0 : LibC.WNOHANG);
         return r == Pid || (r == -1 && Marshal.GetLastPInvokeError() == LibC.ECHILD);
-    }
-
-    private void RemoveSocketDirectory()
-    {
-        if (SocketDirectory == null)
-            return;
-        try
-        {
-            System.IO.Directory.Delete(SocketDirectory, recursive: true);
-        }
-        catch (System.IO.IOException)
-        {
-            // Removed already, or not ours to remove any more.
-        }
     }
 
     /// <summary>NUL-terminated UTF-8 strings and pointer arrays in native memory, freed together.</summary>
