@@ -154,7 +154,7 @@ if [[ ";${PACK_RIDS:-linux-arm64};" == *";linux-arm64;"* ]] && command -v aarch6
     check "the linux-arm64 package of $tool holds the Native AOT binary" bash -c "
       rm -rf '$T/arm64' && mkdir -p '$T/arm64' && cd '$T/arm64' && unzip -q '$FEED/NbdSharp.$tool.linux-arm64.$VERSION.nupkg' &&
       bin=\$(find . -type f -name $tool) && file \"\$bin\" | grep -q 'ELF 64-bit LSB pie executable, ARM aarch64' &&
-      [ -z \"\$(find . -name '$tool.dll')\" ] && cp \"\$bin\" '$T/$tool-arm64'"
+      [ -z \"\$(find . -name '$tool.dll')\" ] && cp \"\$bin\" '$T/$tool-arm64' && chmod +x '$T/$tool-arm64'"
   done
   if command -v qemu-aarch64 >/dev/null; then
     check "the linux-arm64 nbdinfo runs (qemu-user) against nbdkit" bash -c "
