@@ -156,14 +156,8 @@ internal sealed class AioCopier
             }
         }
 
-        /// <summary>
-        /// Waits until a polled connection has replies, or room for the requests it still has to send, and lets it
-        /// process them (running their callbacks here), as libnbd's event-loop contract has it: the descriptor of
-        /// <see cref="NbdHandle.AioGetFd"/>, watched for writing too while <see cref="NbdHandle.AioGetDirection"/> says
-        /// so. The wait is short (10 ms) because replies may also be read by another thread (a TLS poller).
-        /// </summary>
-        /// <summary>The library's switch to its portable data path (NBDSHARP_PORTABLE_SOCKETS=1) selects this wait too, to test it on Linux.</summary>
-        private static readonly bool PortableWait = Environment.GetEnvironmentVariable("NBDSHARP_PORTABLE_SOCKETS") == "1";
+        /// <summary>The library's switch to its portable data path (NBDSHARP_PORTABLE_SOCKETS=1) selects the portable wait too, to test it on Linux.</summary>
+        private static readonly bool PortableWait = PortableFileEnd.Requested;
 
         /// <summary>
         /// <see cref="WaitForProgress"/> where poll(2) is not called (Windows): the same wait through
@@ -208,6 +202,12 @@ internal sealed class AioCopier
             }
         }
 
+        /// <summary>
+        /// Waits until a polled connection has replies, or room for the requests it still has to send, and lets it
+        /// process them (running their callbacks here), as libnbd's event-loop contract has it: the descriptor of
+        /// <see cref="NbdHandle.AioGetFd"/>, watched for writing too while <see cref="NbdHandle.AioGetDirection"/> says
+        /// so. The wait is short (10 ms) because replies may also be read by another thread (a TLS poller).
+        /// </summary>
         private void WaitForProgress()
         {
             int count = _polled.Count;

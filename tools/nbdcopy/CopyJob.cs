@@ -61,7 +61,7 @@ internal sealed class CopyJob(CopyOptions options)
 
     private CopyEnd OpenLocal(string name, bool writing)
     {
-        CopyEnd end = PortableFileEnd.Chosen || !OperatingSystem.IsLinux() ? PortableFileEnd.Open(name, writing) : FileEnd.Open(name, writing);
+        CopyEnd end = OperatingSystem.IsLinux() && !PortableFileEnd.Requested ? FileEnd.Open(name, writing) : PortableFileEnd.Open(name, writing);
         if (name == "-" || end is PipeEnd)
             options.Synchronous = true; // a stream can only go in order
         return end;

@@ -29,8 +29,8 @@ internal sealed class PortableFileEnd : CopyEnd
     /// </summary>
     public const string Variable = "NBDSHARP_PORTABLE_SOCKETS";
 
-    /// <summary>Whether local names open as portable ends: not on Linux, or on Linux when <see cref="Variable"/> is 1.</summary>
-    public static bool Chosen => !OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable(Variable) == "1";
+    /// <summary>Whether <see cref="Variable"/> asks for these ends where Linux's calls exist too.</summary>
+    public static bool Requested => Environment.GetEnvironmentVariable(Variable) == "1";
 
     public override bool CanMultiConn => true;
 
