@@ -201,30 +201,36 @@ internal static class Connectors
     /// systemd socket activation (libnbd's nbd_connect_systemd_socket_activation): binds a Unix socket in a private
     /// folder under /tmp, runs <paramref name="argv"/> with the listening socket as fd 3 and LISTEN_PID, LISTEN_FDS
     /// and LISTEN_FDNAMES set, and connects to it. LISTEN_PID must be the child's own PID, which only the child
-    /// knows, so a shell sets it and replaces itself with the program.
+    /// knows, so a shell sets it and replaces itself with the program. Linux and macOS: the child is started with
+    /// posix_spawn, and everything else here is .NET's own, the same on both.
     /// </summary>
     public static OpenedTransport ConnectSocketActivation(IReadOnlyList<string> argv, string name, string call)
     {
         CheckArgv(argv, call);
-        if (!OperatingSystem.IsLinux())
-            throw LinuxOnly(call, "socket activation");
+        if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())
+            return SpawnActivated(argv, name, call);
+        throw new NbdException(Errno.ENOTSUP, NbdException.Format(call,
+            "socket activation is only supported on Linux and macOS, not on " + RuntimeInformation.OSDescription, Errno.ENOTSUP));
+    }
+
+    [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
+    private static OpenedTransport SpawnActivated(IReadOnlyList<string> argv, string name, string call)
+    {
         string dir = Path.Combine("/tmp", "nbdsharp-" + Path.GetRandomFileName());
         Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string path = Path.Combine(dir, "sock");
         Subprocess? child = null;
-        int listenFd = -1;
         try
         {
-            // Bound with libc: a .NET Socket removes its file when it is closed, and the file must outlive the
-            // parent's copy of the listening socket.
-            listenFd = ListenUnix(path, call);
-            var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
-            shellArgv.AddRange(argv);
-            child = Subprocess.Spawn(shellArgv, [(listenFd, 3)],
-                [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
-                terminateOnClose: true, call);
-            _ = LibC.Close(listenFd);
-            listenFd = -1;
+            using (Socket listener = ListenUnix(dir, path))
+            {
+                var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
+                shellArgv.AddRange(argv);
+                child = Subprocess.Spawn(shellArgv, [((int)listener.SafeHandle.DangerousGetHandle(), 3)],
+                    [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
+                    terminateOnClose: true, call);
+            }
             // The socket keeps its name while the server runs (libnbd alike): GetUri names it, for more connections.
             child.SocketDirectory = dir;
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -243,12 +249,14 @@ internal static class Connectors
         {
             child?.Reap(TimeSpan.Zero, terminate: true);
             int errno = SocketErrors.ToErrno(e);
-            throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + path, errno), e);
+            throw new NbdConnectionException(errno, NbdException.Format(call, (child == null ? "bind: " : "connect: ") + path, errno), e);
+        }
+        catch (IOException e)
+        {
+            throw new NbdException(Errno.EIO, NbdException.Format(call, "naming the socket " + path + ": " + e.Message, Errno.EIO), e);
         }
         finally
         {
-            if (listenFd >= 0)
-                _ = LibC.Close(listenFd);
             if (child == null)
             {
                 try
@@ -262,29 +270,27 @@ internal static class Connectors
         }
     }
 
-    /// <summary>A listening Unix socket bound to <paramref name="path"/>, as a descriptor (close-on-exec).</summary>
-    [SupportedOSPlatform("linux")]
-    private static unsafe int ListenUnix(string path, string call)
+    /// <summary>
+    /// A listening Unix socket (close-on-exec, as every socket .NET opens) with the name <paramref name="path"/>.
+    /// .NET removes a socket's file when the socket it bound is closed, and the name must outlive the parent's copy of
+    /// the socket: it is bound under a first name and renamed, so that what .NET removes is a name no longer there.
+    /// </summary>
+    private static Socket ListenUnix(string dir, string path)
     {
-        byte[] name = System.Text.Encoding.UTF8.GetBytes(path);
-        if (name.Length >= LibC.SockAddrUnSize - 2)
-            throw new NbdException(Errno.ENAMETOOLONG, NbdException.Format(call, "socket path too long: " + path, Errno.ENAMETOOLONG));
-        byte* address = stackalloc byte[LibC.SockAddrUnSize];
-        new Span<byte>(address, LibC.SockAddrUnSize).Clear();
-        *(ushort*)address = (ushort)LibC.AF_UNIX;
-        name.CopyTo(new Span<byte>(address + 2, name.Length));
-        int fd = LibC.Socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            throw Failed("socket", Marshal.GetLastPInvokeError());
-        if (LibC.Bind(fd, address, (uint)(2 + name.Length + 1)) != 0 || LibC.Listen(fd, 128) != 0)
+        string bound = Path.Combine(dir, "sock.bind");
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
         {
-            int errno = Marshal.GetLastPInvokeError();
-            _ = LibC.Close(fd);
-            throw Failed("bind: " + path, errno);
+            listener.Bind(new UnixDomainSocketEndPoint(bound));
+            listener.Listen(128);
+            File.Move(bound, path);
+            return listener;
         }
-        return fd;
-
-        NbdException Failed(string what, int errno) => new(errno, NbdException.Format(call, what, errno));
+        catch
+        {
+            listener.Dispose();
+            throw;
+        }
     }
 
     private static void CheckArgv(IReadOnlyList<string> argv, string call)

@@ -3,7 +3,10 @@ using System.Runtime.Versioning;
 
 namespace NbdSharp.Transport;
 
-/// <summary>The few libc calls the Linux socket transport makes directly.</summary>
+/// <summary>
+/// The few libc calls the Linux socket transport makes directly, and the process calls (posix_spawn, waitpid, kill)
+/// that Linux and macOS share.
+/// </summary>
 internal static unsafe partial class LibC
 {
     public const int MSG_DONTWAIT = 0x40;
@@ -69,10 +72,13 @@ internal static unsafe partial class LibC
     public const short POSIX_SPAWN_SETSIGDEF = 0x04;
     public const short POSIX_SPAWN_SETSIGMASK = 0x08;
 
-    /// <summary>glibc's posix_spawn_file_actions_t is 80 bytes and posix_spawnattr_t 336; room to spare.</summary>
+    /// <summary>
+    /// glibc's posix_spawn_file_actions_t is 80 bytes and posix_spawnattr_t 336; macOS's are a pointer each. Room to
+    /// spare for both. (The POSIX_SPAWN_* bits, WNOHANG, ECHILD, SIGKILL and SIGTERM have the same values on both.)
+    /// </summary>
     public const int SpawnStructSize = 512;
 
-    /// <summary>sigset_t is 128 bytes on Linux.</summary>
+    /// <summary>sigset_t is 128 bytes on Linux and 4 on macOS.</summary>
     public const int SigSetSize = 128;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -114,17 +120,6 @@ internal static unsafe partial class LibC
     public static partial int GetSockOpt(int fd, int level, int name, int* value, uint* length);
 
     [SupportedOSPlatform("linux")]
-    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
-    public static partial int Bind(int fd, void* address, uint length);
-
-    [SupportedOSPlatform("linux")]
-    [LibraryImport("libc", EntryPoint = "listen", SetLastError = true)]
-    public static partial int Listen(int fd, int backlog);
-
-    /// <summary>The size of <c>struct sockaddr_un</c>: a 2-byte family and a 108-byte path.</summary>
-    public const int SockAddrUnSize = 110;
-
-    [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
 
@@ -134,50 +129,67 @@ internal static unsafe partial class LibC
     public static partial int Kill(int pid, int signal);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "waitpid", SetLastError = true)]
     public static partial int WaitPid(int pid, int* status, int options);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawnp", SetLastError = true)]
     public static partial int PosixSpawnp(int* pid, byte* file, void* fileActions, void* attributes, byte** argv, byte** envp);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_init")]
     public static partial int SpawnFileActionsInit(void* fileActions);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_adddup2")]
     public static partial int SpawnFileActionsAddDup2(void* fileActions, int fd, int newFd);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
+    [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_addclose")]
+    public static partial int SpawnFileActionsAddClose(void* fileActions, int fd);
+
+    [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawn_file_actions_destroy")]
     public static partial int SpawnFileActionsDestroy(void* fileActions);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_init")]
     public static partial int SpawnAttrInit(void* attributes);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_setflags")]
     public static partial int SpawnAttrSetFlags(void* attributes, short flags);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_setsigdefault")]
     public static partial int SpawnAttrSetSigDefault(void* attributes, void* signals);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_setsigmask")]
     public static partial int SpawnAttrSetSigMask(void* attributes, void* signals);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "posix_spawnattr_destroy")]
     public static partial int SpawnAttrDestroy(void* attributes);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "sigfillset")]
     public static partial int SigFillSet(void* set);
 
     [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "sigemptyset")]
     public static partial int SigEmptySet(void* set);
 }

@@ -11,9 +11,11 @@ namespace NbdSharp.Transport;
 /// <summary>
 /// A server the handle runs as its child (<c>ConnectCommand</c>, <c>ConnectSystemdSocketActivation</c>). Started
 /// with posix_spawn, which can hand the child a file descriptor (its stdin/stdout, or fd 3) where .NET's
-/// Process cannot, and with default signal dispositions and an empty signal mask, as after fork and exec.
+/// Process cannot, and with default signal dispositions and an empty signal mask, as after fork and exec. Linux and
+/// macOS: the calls, flags and signal numbers used here are the same on both.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+[System.Runtime.Versioning.SupportedOSPlatform("macos")]
 internal sealed class Subprocess : ChildServer
 {
     private int _reaped;
@@ -58,9 +60,24 @@ internal sealed class Subprocess : ChildServer
         Check(LibC.SpawnAttrInit(attributes), "posix_spawnattr_init", call);
         try
         {
-            // glibc clears close-on-exec when a parent fd is mapped to the same number, as POSIX now requires.
+            // dup2 of a descriptor onto its own number leaves its close-on-exec flag set (glibc clears it, as POSIX now
+            // requires, macOS does not): such a descriptor goes through a spare number above stderr and every one mapped.
+            int spare = 3;
             foreach ((int parentFd, int childFd) in fdMap)
-                Check(LibC.SpawnFileActionsAddDup2(actions, parentFd, childFd), "posix_spawn_file_actions_adddup2", call);
+                spare = Math.Max(spare, Math.Max(parentFd, childFd) + 1);
+            foreach ((int parentFd, int childFd) in fdMap)
+            {
+                if (parentFd == childFd)
+                {
+                    Check(LibC.SpawnFileActionsAddDup2(actions, parentFd, spare), "posix_spawn_file_actions_adddup2", call);
+                    Check(LibC.SpawnFileActionsAddDup2(actions, spare, childFd), "posix_spawn_file_actions_adddup2", call);
+                    Check(LibC.SpawnFileActionsAddClose(actions, spare), "posix_spawn_file_actions_addclose", call);
+                }
+                else
+                {
+                    Check(LibC.SpawnFileActionsAddDup2(actions, parentFd, childFd), "posix_spawn_file_actions_adddup2", call);
+                }
+            }
             Check(LibC.SigFillSet(signals), "sigfillset", call);
             Check(LibC.SpawnAttrSetSigDefault(attributes, signals), "posix_spawnattr_setsigdefault", call);
             Check(LibC.SigEmptySet(signals), "sigemptyset", call);
