@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO;
@@ -538,13 +539,42 @@ public class NbdDumpCommandLineTests
         using var dir = new TempDirectory();
         string server = dir.File("nbdkit.pid");
         string[] args = Activated(["--color"], "--filter=delay", "-P", server, "pattern", "64M", "rdelay=100ms");
-        (int theirsExit, string theirsTail, _) = Interrupt(ToolProcess.Libnbd(Tool), args, signal, server);
-        (int oursExit, string oursTail, bool oursLeftTheServer) = Interrupt(ToolProcess.Ours(Tool), args, signal, server);
+        (int theirsExit, string theirsTail, _, _) = Interrupt(ToolProcess.Libnbd(Tool), args, signal, server);
+        (int oursExit, string oursTail, bool oursLeftTheServer, List<string> oursFolders) = Interrupt(ToolProcess.Ours(Tool), args, signal, server);
         Assert.Equal(1, theirsExit);
         Assert.EndsWith("\n\u001b[0m", theirsTail, StringComparison.Ordinal);
         Assert.Equal(theirsExit, oursExit);
         Assert.EndsWith("\n\u001b[0m", oursTail, StringComparison.Ordinal);
         Assert.False(oursLeftTheServer, "our nbddump left the server it started running");
+        // The private folder of the activated server's socket goes with it, even on a signal (Environment.Exit).
+        Assert.Single(oursFolders);
+        Assert.False(Directory.Exists(oursFolders[0]), "our nbddump left its socket folder " + oursFolders[0]);
+    }
+
+    /// <summary>
+    /// The folders under /tmp/nbdsharp-* of the Unix sockets that process <paramref name="pid"/> holds (the socket
+    /// an activated server was handed), found through /proc/PID/fd and /proc/net/unix.
+    /// </summary>
+    private static List<string> SocketFolders(int pid)
+    {
+        var inodes = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string fd in Directory.GetFiles("/proc/" + pid.ToString(CultureInfo.InvariantCulture) + "/fd"))
+        {
+            string? target = new FileInfo(fd).LinkTarget;
+            if (target != null && target.StartsWith("socket:[", StringComparison.Ordinal))
+                inodes.Add(target[8..^1]);
+        }
+        var folders = new List<string>();
+        bool header = true;
+        foreach (string line in File.ReadLines("/proc/net/unix"))
+        {
+            string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (!header && fields.Length >= 8 && inodes.Contains(fields[6]) && fields[7].StartsWith("/tmp/nbdsharp-", StringComparison.Ordinal)
+                && !folders.Contains(Path.GetDirectoryName(fields[7])!))
+                folders.Add(Path.GetDirectoryName(fields[7])!);
+            header = false;
+        }
+        return folders;
     }
 
     /// <summary>
@@ -552,7 +582,7 @@ public class NbdDumpCommandLineTests
     /// whether the server it started was still running after it exited (that server is then stopped). Every wait is
     /// bounded: a dump that never stops fails the test instead of hanging it.
     /// </summary>
-    private static (int ExitCode, string Tail, bool LeftTheServer) Interrupt(string program, string[] args, int signal, string serverPidFile)
+    private static (int ExitCode, string Tail, bool LeftTheServer, List<string> SocketFolders) Interrupt(string program, string[] args, int signal, string serverPidFile)
     {
         File.Delete(serverPidFile);
         var info = new ProcessStartInfo(program) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
@@ -571,6 +601,8 @@ public class NbdDumpCommandLineTests
             if (first.Result <= 0)
                 Assert.Fail("no output before the signal: " + stderr.Result);
             output.Append(buffer, 0, first.Result);
+            Assert.True(int.TryParse(File.ReadAllText(serverPidFile).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int serverPid));
+            List<string> folders = SocketFolders(serverPid);
             Assert.Equal(0, Native.Kill(process.Id, signal));
             Task rest = Task.Run(async () =>
             {
@@ -583,7 +615,7 @@ public class NbdDumpCommandLineTests
             leftTheServer = StopServer(serverPidFile);
             Assert.True(rest.Wait(TimeSpan.FromSeconds(30)), "the dump's output did not end");
             string text = output.ToString();
-            return (process.ExitCode, text[Math.Max(0, text.Length - 200)..], leftTheServer);
+            return (process.ExitCode, text[Math.Max(0, text.Length - 200)..], leftTheServer, folders);
         }
         finally
         {

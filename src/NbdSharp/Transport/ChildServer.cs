@@ -1,12 +1,13 @@
 using System;
+using System.Collections.Generic;
 using System.Threading.Tasks;
 
 namespace NbdSharp.Transport;
 
 /// <summary>
 /// A server the handle runs as its child (<c>ConnectCommand</c>, <c>ConnectSystemdSocketActivation</c>): started with
-/// posix_spawn on Linux (<see cref="Subprocess"/>), with .NET's <see cref="System.Diagnostics.Process"/> elsewhere
-/// (<see cref="PortableSubprocess"/>). The handle sends it signals (<c>KillSubprocess</c>) and reaps it when closed:
+/// posix_spawn on Linux, and on macOS for socket activation (<see cref="Subprocess"/>), with .NET's
+/// <see cref="System.Diagnostics.Process"/> elsewhere (<see cref="PortableSubprocess"/>). The handle sends it signals (<c>KillSubprocess</c>) and reaps it when closed:
 /// a child never outlives its handle and is never left a zombie.
 /// </summary>
 internal abstract class ChildServer
@@ -17,11 +18,53 @@ internal abstract class ChildServer
     /// <summary>Whether closing the handle stops the child with SIGTERM (a socket-activated server runs until told).</summary>
     public bool TerminateOnClose { get; init; }
 
+    /// <summary>Children with a socket folder not yet removed, for <see cref="OnProcessExit"/>.</summary>
+    private static readonly HashSet<ChildServer> s_withFolders = [];
+    private static bool s_exitHooked;
+    private string? _socketDirectory;
+
     /// <summary>
     /// A private folder holding the socket the child listens on (socket activation), removed once the child has been
-    /// reaped: until then the socket's name is what <c>GetUri</c> gives, for more connections to the same server.
+    /// reaped: until then the socket's name is what <c>GetUri</c> gives, for more connections to the same server. A
+    /// process that exits with handles still open (<see cref="Environment.Exit"/>, as a tool does on a signal) still
+    /// removes it, and terminates the server, on its way out.
     /// </summary>
-    public string? SocketDirectory { get; set; }
+    public string? SocketDirectory
+    {
+        get => _socketDirectory;
+        set
+        {
+            _socketDirectory = value;
+            lock (s_withFolders)
+            {
+                if (!s_exitHooked)
+                {
+                    AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
+                    s_exitHooked = true;
+                }
+                if (value != null)
+                    s_withFolders.Add(this);
+                else
+                    s_withFolders.Remove(this);
+            }
+        }
+    }
+
+    private static void OnProcessExit(object? sender, EventArgs e)
+    {
+        ChildServer[] children;
+        lock (s_withFolders)
+        {
+            children = [.. s_withFolders];
+            s_withFolders.Clear();
+        }
+        foreach (ChildServer child in children)
+        {
+            if (child.TerminateOnClose)
+                _ = child.Signal(LibC.SIGTERM, out _);
+            child.RemoveSocketDirectory();
+        }
+    }
 
     /// <summary>Sends <paramref name="signal"/>; false (with errno) if the process is gone.</summary>
     public abstract bool Signal(int signal, out int errno);
@@ -47,11 +90,14 @@ internal abstract class ChildServer
     /// <summary>Removes <see cref="SocketDirectory"/> (after the child is reaped).</summary>
     protected void RemoveSocketDirectory()
     {
-        if (SocketDirectory == null)
+        string? directory = SocketDirectory;
+        if (directory == null)
             return;
+        lock (s_withFolders)
+            s_withFolders.Remove(this);
         try
         {
-            System.IO.Directory.Delete(SocketDirectory, recursive: true);
+            System.IO.Directory.Delete(directory, recursive: true);
         }
         catch (System.IO.IOException)
         {
