@@ -7,7 +7,8 @@
 #   - every tool is installed from that folder with `dotnet tool install --tool-path`, run with --version and with
 #     one real command against a server, its output checked; on linux-x64 the installed nbdcopy, nbdinfo, nbddump,
 #     nbddiscard and nbdzero must be the Native AOT binaries; their linux-arm64 packages too (cross-compiled), run
-#     under qemu-user.
+#     under qemu-user;
+#   - the library builds to the same bytes from two clones at different paths (and to the packaged bytes in CI).
 # Each check is one test; the last line is "packages: N passed, N failed".
 # Usage: scripts/package-tests.sh [PACKAGE-FOLDER]   (packs into a temporary folder unless given one already packed;
 #        PACK_RIDS chooses the tool packages' platforms, as pack.sh's --rids)
@@ -178,6 +179,23 @@ check "nbdzero and nbddiscard" bash -c "
 check "nbdsh -c" bash -c "[ \"\$(nbdkit -U - memory 1M --run '$TOOLS/nbdsh -u \"\$uri\" -c \"h.GetSize()\"')\" = 1048576 ]"
 check "nbdsharp-server serving libnbd's nbdinfo" bash -c "[ \"\$('$TOOLS/nbdsharp-server' -U - pattern 2M --run 'nbdinfo --size \"\$uri\"')\" = 2097152 ]"
 mkdir -p "$T/mnt"
+# Reproducible builds: the library built from two clones of this commit at different paths (Source Link's path
+# mapping, ContinuousIntegrationBuild) gives the same bytes; in CI, where pack.sh builds that way, so does the package.
+reproducible() {
+  local n
+  for n in a bb; do
+    git clone -q "$ROOT" "$T/clone-$n" &&
+      (cd "$T/clone-$n" && dotnet build src/NbdSharp -c Release -p:ContinuousIntegrationBuild=true -nologo -v q -clp:ErrorsOnly) || return 1
+  done
+  local built=artifacts/bin/NbdSharp/release
+  cmp "$T/clone-a/$built/NbdSharp.dll" "$T/clone-bb/$built/NbdSharp.dll" &&
+    cmp "$T/clone-a/$built/NbdSharp.pdb" "$T/clone-bb/$built/NbdSharp.pdb" || return 1
+  if [ "${CI:-}" = true ] && [ -z "$(git status --porcelain --untracked-files=no)" ]; then
+    mkdir -p "$T/unzipped" && unzip -q -o "$FEED/NbdSharp.$VERSION.nupkg" lib/net10.0/NbdSharp.dll -d "$T/unzipped" &&
+      cmp "$T/unzipped/lib/net10.0/NbdSharp.dll" "$T/clone-a/$built/NbdSharp.dll"
+  fi
+}
+check "the library builds reproducibly (two clones at different paths, and the package in CI)" reproducible
 check "nbdfuse mounts an export" bash -c "
   '$TOOLS/nbdfuse' -P $T/fuse.pid $T/mnt/disk [ nbdkit pattern 1M ] &
   for _ in \$(seq 100); do [ -e $T/fuse.pid ] && break; sleep 0.1; done
