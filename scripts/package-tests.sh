@@ -6,8 +6,8 @@
 #     the client against nbdkit;
 #   - every tool is installed from that folder with `dotnet tool install --tool-path`, run with --version and with
 #     one real command against a server, its output checked; on linux-x64 the installed nbdcopy, nbdinfo, nbddump,
-#     nbddiscard and nbdzero must be the Native AOT binaries; their linux-arm64 packages too (cross-compiled), run
-#     under qemu-user;
+#     nbddiscard, nbdzero, nbdfuse and nbdsharp-server must be the Native AOT binaries; their linux-arm64 packages
+#     too (cross-compiled; nbdinfo and nbdcopy run under qemu-user);
 #   - the library builds to the same bytes from two clones at different paths (and to the packaged bytes in CI).
 # Each check is one test; the last line is "packages: N passed, N failed".
 # Usage: scripts/package-tests.sh [PACKAGE-FOLDER]   (packs into a temporary folder unless given one already packed;
@@ -140,7 +140,7 @@ done
 
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64)
-    for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero; do
+    for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero nbdfuse nbdsharp-server; do
       check "the installed $tool is the Native AOT binary (linux-x64)" bash -c "
         bin=\$(readlink -f '$TOOLS/$tool')
         case \$bin in */nbdsharp.$tool.linux-x64/*) ;; *) echo \"not the linux-x64 package: \$bin\"; exit 1 ;; esac
@@ -151,7 +151,7 @@ esac
 # linux-arm64, cross-compiled with Native AOT when pack.sh could (the cross toolchain is there): the package holds an
 # aarch64 binary, which qemu-user runs against nbdkit.
 if [[ ";${PACK_RIDS:-linux-arm64};" == *";linux-arm64;"* ]] && command -v aarch64-linux-gnu-gcc >/dev/null && [ "$(uname -m)" = x86_64 ]; then
-  for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero; do
+  for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero nbdfuse nbdsharp-server; do
     check "the linux-arm64 package of $tool holds the Native AOT binary" bash -c "
       rm -rf '$T/arm64' && mkdir -p '$T/arm64' && cd '$T/arm64' && unzip -q '$FEED/NbdSharp.$tool.linux-arm64.$VERSION.nupkg' &&
       bin=\$(find . -type f -name $tool) && file \"\$bin\" | grep -q 'ELF 64-bit LSB pie executable, ARM aarch64' &&
