@@ -47,20 +47,15 @@ for project in src/NbdSharp src/NbdSharp.Server tools/nbdsh; do
   echo "pack.sh: $project" >&2
   pack "$project"
 done
+# The platforms packed with Native AOT are left out of the ReadyToRun round (tools/ToolPackages.targets).
+round=(-p:SkipToolRidPackages="\"$(IFS=';'; echo "${AOT[*]}")\"")
+[ -z "$RIDS" ] || round+=(-p:ToolRids="\"$RIDS\"")
 for tool in nbdcopy nbdinfo nbddump nbddiscard nbdzero nbdfuse nbdsharp-server; do
   echo "pack.sh: tools/$tool (every platform, ReadyToRun, and portable; Native AOT: ${AOT[*]:-none})" >&2
-  # The platforms packed with Native AOT below are left out of this round (tools/ToolPackages.targets).
-  skip=$(IFS=';'; echo "${AOT[*]}")
-  if [ -n "$RIDS" ]; then
-    pack "tools/$tool" -p:ToolRids="\"$RIDS\"" -p:SkipToolRidPackages="\"$skip\""
-  else
-    pack "tools/$tool" -p:SkipToolRidPackages="\"$skip\""
-  fi
+  pack "tools/$tool" "${round[@]}"
   for rid in "${AOT[@]}"; do
     echo "pack.sh: tools/$tool ($rid, Native AOT)" >&2
     pack "tools/$tool" -r "$rid" -p:PublishAot=true -p:ToolRids="$rid" -p:RuntimeIdentifiers="$rid"
-    # The ReadyToRun package's symbols do not belong to the native binary that replaced it.
-    rm -f "$OUT/NbdSharp.$tool.$rid".*.snupkg
   done
 done
 echo "pack.sh: packages in $OUT" >&2

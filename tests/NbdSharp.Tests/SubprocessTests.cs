@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.IO;
 using System.IO.Pipes;
 using System.Runtime.Versioning;
@@ -17,32 +18,30 @@ public class SubprocessTests
     /// </summary>
     [Fact]
     [SupportedOSPlatform("linux")]
-    public void DescriptorMappedToItsOwnNumber_ReachesTheChild()
-    {
-        using var pipe = new AnonymousPipeServerStream(PipeDirection.In, HandleInheritability.None);
-        int fd = (int)pipe.ClientSafePipeHandle.DangerousGetHandle();
-        Subprocess child = Subprocess.Spawn(["sh", "-c", $"echo routed > /dev/fd/{fd}"],
-            [(fd, fd)], [], terminateOnClose: false, "test");
-        pipe.DisposeLocalCopyOfClientHandle();
-        using var reader = new StreamReader(pipe);
-        string written = reader.ReadToEnd();
-        child.Reap(TimeSpan.FromSeconds(10), terminate: false);
-        Assert.Equal("routed\n", written);
-    }
+    public void DescriptorMappedToItsOwnNumber_ReachesTheChild() =>
+        Assert.Equal("routed\n", WrittenByChild(fd => $"echo routed > /dev/fd/{fd}", []));
 
     /// <summary>Variables given replace those of the same name; the rest of the environment is inherited.</summary>
     [Fact]
     [SupportedOSPlatform("linux")]
-    public void Environment_GivenVariablesReplaceInheritedOnes()
+    public void Environment_GivenVariablesReplaceInheritedOnes() =>
+        Assert.Equal("/nowhere|given\n", WrittenByChild(fd => $"echo \"$HOME|$NBDSHARP_SPAWN_TEST\" > /dev/fd/{fd}",
+            [new("NBDSHARP_SPAWN_TEST", "given"), new("HOME", "/nowhere")]));
+
+    /// <summary>
+    /// Runs <paramref name="script"/> (given the descriptor's number) under sh, with the write end of a pipe handed on
+    /// under its own number, and returns what the child wrote into it.
+    /// </summary>
+    [SupportedOSPlatform("linux")]
+    private static string WrittenByChild(Func<int, string> script, KeyValuePair<string, string>[] environment)
     {
         using var pipe = new AnonymousPipeServerStream(PipeDirection.In, HandleInheritability.None);
         int fd = (int)pipe.ClientSafePipeHandle.DangerousGetHandle();
-        Subprocess child = Subprocess.Spawn(["sh", "-c", $"echo \"$HOME|$NBDSHARP_SPAWN_TEST\" > /dev/fd/{fd}"],
-            [(fd, fd)], [new("NBDSHARP_SPAWN_TEST", "given"), new("HOME", "/nowhere")], terminateOnClose: false, "test");
+        Subprocess child = Subprocess.Spawn(["sh", "-c", script(fd)], [(fd, fd)], environment, terminateOnClose: false, "test");
         pipe.DisposeLocalCopyOfClientHandle();
         using var reader = new StreamReader(pipe);
         string written = reader.ReadToEnd();
         child.Reap(TimeSpan.FromSeconds(10), terminate: false);
-        Assert.Equal("/nowhere|given\n", written);
+        return written;
     }
 }

@@ -565,14 +565,14 @@ public class NbdDumpCommandLineTests
                 inodes.Add(target[8..^1]);
         }
         var folders = new List<string>();
-        bool header = true;
-        foreach (string line in File.ReadLines("/proc/net/unix"))
+        foreach (string line in File.ReadLines("/proc/net/unix").Skip(1))
         {
             string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (!header && fields.Length >= 8 && inodes.Contains(fields[6]) && fields[7].StartsWith("/tmp/nbdsharp-", StringComparison.Ordinal)
-                && !folders.Contains(Path.GetDirectoryName(fields[7])!))
-                folders.Add(Path.GetDirectoryName(fields[7])!);
-            header = false;
+            if (fields.Length < 8 || !inodes.Contains(fields[6]) || !fields[7].StartsWith("/tmp/nbdsharp-", StringComparison.Ordinal))
+                continue;
+            string folder = Path.GetDirectoryName(fields[7])!;
+            if (!folders.Contains(folder))
+                folders.Add(folder);
         }
         return folders;
     }

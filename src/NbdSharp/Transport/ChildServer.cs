@@ -7,8 +7,8 @@ namespace NbdSharp.Transport;
 /// <summary>
 /// A server the handle runs as its child (<c>ConnectCommand</c>, <c>ConnectSystemdSocketActivation</c>): started with
 /// posix_spawn on Linux, and on macOS for socket activation (<see cref="Subprocess"/>), with .NET's
-/// <see cref="System.Diagnostics.Process"/> elsewhere (<see cref="PortableSubprocess"/>). The handle sends it signals (<c>KillSubprocess</c>) and reaps it when closed:
-/// a child never outlives its handle and is never left a zombie.
+/// <see cref="System.Diagnostics.Process"/> elsewhere (<see cref="PortableSubprocess"/>). The handle sends it signals
+/// (<c>KillSubprocess</c>) and reaps it when closed: a child never outlives its handle and is never left a zombie.
 /// </summary>
 internal abstract class ChildServer
 {
@@ -20,8 +20,9 @@ internal abstract class ChildServer
 
     /// <summary>Children with a socket folder not yet removed, for <see cref="OnProcessExit"/>.</summary>
     private static readonly HashSet<ChildServer> s_withFolders = [];
-    private static bool s_exitHooked;
     private string? _socketDirectory;
+
+    static ChildServer() => AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
 
     /// <summary>
     /// A private folder holding the socket the child listens on (socket activation), removed once the child has been
@@ -35,17 +36,10 @@ internal abstract class ChildServer
         set
         {
             _socketDirectory = value;
-            lock (s_withFolders)
+            if (value != null)
             {
-                if (!s_exitHooked)
-                {
-                    AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
-                    s_exitHooked = true;
-                }
-                if (value != null)
+                lock (s_withFolders)
                     s_withFolders.Add(this);
-                else
-                    s_withFolders.Remove(this);
             }
         }
     }
