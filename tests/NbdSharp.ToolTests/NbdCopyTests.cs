@@ -574,6 +574,44 @@ public class NbdCopyTests
     }
 
     [Fact]
+    public void RequestBuffers_AreAdvisedForHugePages()
+    {
+        // 2 connections x 64 requests of 256 KiB: each worker's 16 MiB of buffers is one region marked for
+        // transparent huge pages (VmFlags "hg" in smaps), whether or not the kernel has huge pages to give. Each read
+        // takes a second, so that the copy is still running when its mappings are looked at.
+        using var dir = new TempDirectory();
+        string log = dir.File("source.log");
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "16M", "rdelay=1000ms", ServerLog.Parameter(log));
+        using ServerProcess same = Peers.Nbdkit("-r", "pattern", "16M");
+        var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { "-C", "2", "-T", "2", source.Uri, dir.File("out.img") })
+            info.ArgumentList.Add(a);
+        using Process copy = Process.Start(info)!;
+        System.Threading.Tasks.Task<string> stderr = copy.StandardError.ReadToEndAsync();
+        Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
+        int advised = AdvisedRegions(File.ReadAllText($"/proc/{copy.Id}/smaps"), 16 << 20);
+        Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(60)), "nbdcopy did not finish");
+        Assert.True(copy.ExitCode == 0, stderr.Result);
+        Assert.Equal(2, advised);
+        AssertSame(Contents(same.Uri), File.ReadAllBytes(dir.File("out.img")), "the copy");
+    }
+
+    /// <summary>Mappings of at least <paramref name="minimum"/> bytes whose VmFlags carry "hg" (MADV_HUGEPAGE).</summary>
+    private static int AdvisedRegions(string smaps, long minimum)
+    {
+        int count = 0;
+        long size = 0;
+        foreach (string line in smaps.Split('\n'))
+        {
+            if (line.StartsWith("Size:", StringComparison.Ordinal))
+                size = long.Parse(line["Size:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
+            else if (line.StartsWith("VmFlags:", StringComparison.Ordinal) && size >= minimum && line.Split(' ').Contains("hg"))
+                count++;
+        }
+        return count;
+    }
+
+    [Fact]
     public void RefusesBeforeCopying()
     {
         using ServerProcess source = Peers.Nbdkit("-r", "pattern", "2M");

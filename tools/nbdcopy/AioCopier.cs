@@ -26,6 +26,7 @@ internal sealed class AioCopier
     private readonly object _rangeLock = new();
     private readonly CancellationTokenSource _failed = new();
     private long _nextOffset;
+    private Worker[] _workers = [];
     private string? _failure;
 
     public AioCopier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
@@ -45,13 +46,22 @@ internal sealed class AioCopier
     public Thread[] Start(int workers)
     {
         var threads = new Thread[workers];
+        _workers = new Worker[workers];
         for (int i = 0; i < workers; i++)
         {
-            var worker = new Worker(this, i);
+            var worker = _workers[i] = new Worker(this, i);
             threads[i] = new Thread(worker.Run) { IsBackground = true, Name = "nbdcopy worker " + i };
             threads[i].Start();
         }
         return threads;
+    }
+
+    /// <summary>Frees the request buffers, once every worker has finished with no request left in flight (after a
+    /// failure they are left to the process's exit: a request may still be writing into one).</summary>
+    public void ReleaseBuffers()
+    {
+        foreach (Worker worker in _workers)
+            worker.ReleaseBuffers();
     }
 
     public void Fail(string message)
@@ -83,8 +93,6 @@ internal sealed class AioCopier
 
     private static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
 
-    private static byte[] NewBuffer(int size) => GC.AllocateUninitializedArray<byte>(size, pinned: true);
-
 
     /// <summary>One connection's share of the copy.</summary>
     private sealed class Worker
@@ -102,6 +110,7 @@ internal sealed class AioCopier
         private readonly List<Extent> _extents = [];
         private readonly List<NbdHandle> _polled = new(2);
         private readonly bool _discard;
+        private readonly RequestBuffers _buffers;
         private volatile bool _stopPolling;
 
         public Worker(AioCopier copier, int connection)
@@ -111,16 +120,19 @@ internal sealed class AioCopier
             CopyOptions options = copier._options;
             int slots = (int)Math.Max(1, Math.Min(options.MaxRequests, options.QueueSize / options.RequestSize));
             // Into null: with no --blkhash nothing ever looks at the data, so every read of this connection may land in
-            // one buffer, and memory does not grow with --requests (libnbd's nbdcopy touches them all).
+            // one buffer, and memory does not grow with --requests (libnbd's nbdcopy touches them all). Otherwise each
+            // slot has its own, all in one region backed by huge pages (RequestBuffers).
             _discard = copier._destination.DiscardsData && options.BlockHash == null;
-            byte[]? shared = _discard ? NewBuffer(options.RequestSize) : null;
+            _buffers = new RequestBuffers(_discard ? 1 : slots, options.RequestSize);
             _slots = new Slot[slots];
             for (int i = 0; i < slots; i++)
             {
-                _slots[i] = new Slot(this, shared ?? NewBuffer(options.RequestSize));
+                _slots[i] = new Slot(this, _buffers[_discard ? 0 : i]);
                 _idle.Push(_slots[i]);
             }
         }
+
+        public void ReleaseBuffers() => _buffers.Dispose();
 
         public void Run()
         {
@@ -410,7 +422,7 @@ internal sealed class AioCopier
                 }
                 else
                 {
-                    _copier._source.StartRead(_connection, slot.Buffer.AsMemory(0, (int)item.Length), item.Offset, slot.OnRead);
+                    _copier._source.StartRead(_connection, slot.Buffer[..(int)item.Length], item.Offset, slot.OnRead);
                 }
             }
             catch (Exception e) when (e is ToolException or NbdException or System.IO.IOException or InvalidOperationException)
@@ -435,7 +447,7 @@ internal sealed class AioCopier
             }
             try
             {
-                ReadOnlyMemory<byte> data = slot.Buffer.AsMemory(0, (int)item.Length);
+                ReadOnlyMemory<byte> data = slot.Buffer[..(int)item.Length];
                 CopyOptions options = _copier._options;
                 options.BlockHash?.Add(item.Offset, item.Length, data.Span, zero: false);
                 slot.Pending = 1;
@@ -557,14 +569,14 @@ internal sealed class AioCopier
     /// <summary>One request in flight: its buffer, its item, and how many of its writes are still out.</summary>
     private sealed class Slot
     {
-        public Slot(Worker worker, byte[] buffer)
+        public Slot(Worker worker, Memory<byte> buffer)
         {
             Buffer = buffer;
             OnRead = (ref int error) => worker.ReadDone(this, error);
             OnWrite = (ref int error) => worker.WriteDone(this, error);
         }
 
-        public byte[] Buffer { get; }
+        public Memory<byte> Buffer { get; }
 
         public Extent Item;
 

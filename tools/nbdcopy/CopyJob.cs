@@ -130,6 +130,7 @@ internal sealed class CopyJob(CopyOptions options)
         {
             var copier = new AioCopier(source, destination, options, progress);
             WaitForWorkers(copier, copier.Start((int)options.Connections), source, destination);
+            copier.ReleaseBuffers();
         }
         progress.Update(1, 1);
         if (options.BlockHash is { } hash)

@@ -59,6 +59,12 @@ internal static unsafe partial class LibC
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, nuint request, void* argument);
 
+    public const int MADV_HUGEPAGE = 14;
+
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    public static partial int Madvise(void* address, nuint length, int advice);
+
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, byte* buffer, nuint count);
