@@ -551,6 +551,17 @@ public class NbdCopyTests
         }
     }
 
+    /// <summary>Starts our nbdcopy without waiting for it; <paramref name="stderr"/> completes with what it wrote there.</summary>
+    private static Process StartOurs(out System.Threading.Tasks.Task<string> stderr, params string[] args)
+    {
+        var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args)
+            info.ArgumentList.Add(a);
+        Process copy = Process.Start(info)!;
+        stderr = copy.StandardError.ReadToEndAsync();
+        return copy;
+    }
+
     [Fact]
     public void ServerKilledMidCopy_FailsWithinSeconds()
     {
@@ -558,11 +569,7 @@ public class NbdCopyTests
         string log = dir.File("source.log");
         using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "1G", "rdelay=20ms", ServerLog.Parameter(log));
         var watch = Stopwatch.StartNew();
-        var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { source.Uri, dir.File("out.img") })
-            info.ArgumentList.Add(a);
-        using Process copy = Process.Start(info)!;
-        System.Threading.Tasks.Task<string> stderr = copy.StandardError.ReadToEndAsync();
+        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, source.Uri, dir.File("out.img"));
         Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
         source.Signal(Native.SIGKILL);
         Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(30)), "nbdcopy did not exit after its server died");
@@ -583,11 +590,7 @@ public class NbdCopyTests
         string log = dir.File("source.log");
         using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "16M", "rdelay=1000ms", ServerLog.Parameter(log));
         using ServerProcess same = Peers.Nbdkit("-r", "pattern", "16M");
-        var info = new ProcessStartInfo(OursPath) { RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in new[] { "-C", "2", "-T", "2", source.Uri, dir.File("out.img") })
-            info.ArgumentList.Add(a);
-        using Process copy = Process.Start(info)!;
-        System.Threading.Tasks.Task<string> stderr = copy.StandardError.ReadToEndAsync();
+        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, "-C", "2", "-T", "2", source.Uri, dir.File("out.img"));
         Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
         int advised = AdvisedRegions(File.ReadAllText($"/proc/{copy.Id}/smaps"), 16 << 20);
         Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(60)), "nbdcopy did not finish");
