@@ -135,6 +135,30 @@ public class OptModeTests
     }
 
     [Fact]
+    public void SyncConnect_ThenAioOptions_RunOnTheSameSocket()
+    {
+        // On Linux a synchronous Unix connect opens its socket with libc and no .NET Socket; the aio options that
+        // follow negotiate asynchronously, through a Socket made then over the same descriptor.
+        using ServerProcess server = TwoExports();
+        using NbdHandle h = Negotiating(server);
+        var exports = new List<string>();
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptList((name, _) =>
+        {
+            exports.Add(name);
+            return 0;
+        }, c)));
+        Assert.Equal(["a", "b"], exports);
+        h.SetExportName("b");
+        Assert.Equal(0, Exercise.Complete(h, c => h.AioOptGo(c)));
+        Assert.True(h.AioIsReady());
+        byte[] data = new byte[4096];
+        h.Pwrite([1, 2, 3], 4093);
+        h.Pread(data, 0);
+        Assert.Equal([1, 2, 3], data[4093..]);
+        h.Shutdown();
+    }
+
+    [Fact]
     public void AioForms_CompleteThroughPoll()
     {
         using ServerProcess server = TwoExports();

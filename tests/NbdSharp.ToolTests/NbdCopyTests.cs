@@ -599,6 +599,38 @@ public class NbdCopyTests
         AssertSame(Contents(same.Uri), File.ReadAllBytes(dir.File("out.img")), "the copy");
     }
 
+    [Fact]
+    public void UnixConnections_StartNoDotNetSocketEngine()
+    {
+        // nbdcopy connects synchronously: on Linux the library opens Unix sockets with libc, so .NET's socket engine
+        // (its epoll thread, named ".NET Sockets", and its event source) is never started. Each read takes a
+        // second, so that the copy's threads can be looked at while it runs.
+        using var dir = new TempDirectory();
+        string log = dir.File("source.log");
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "1M", "rdelay=1000ms", ServerLog.Parameter(log));
+        using ServerProcess same = Peers.Nbdkit("-r", "pattern", "1M");
+        using ServerProcess target = Peers.Nbdkit("memory", "1M");
+        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, source.Uri, target.Uri);
+        Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
+        var threads = new List<string>();
+        foreach (string task in Directory.GetDirectories($"/proc/{copy.Id}/task"))
+        {
+            try
+            {
+                threads.Add(File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n'));
+            }
+            catch (IOException)
+            {
+                // A thread that ended meanwhile.
+            }
+        }
+        Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(60)), "nbdcopy did not finish");
+        Assert.True(copy.ExitCode == 0, stderr.Result);
+        Assert.Contains(threads, name => name.StartsWith("nbdcopy", StringComparison.Ordinal));
+        Assert.DoesNotContain(".NET Sockets", threads);
+        AssertSame(Contents(same.Uri), Contents(target.Uri), "the copy");
+    }
+
     /// <summary>Mappings of at least <paramref name="minimum"/> bytes whose VmFlags carry "hg" (MADV_HUGEPAGE).</summary>
     private static int AdvisedRegions(string smaps, long minimum)
     {

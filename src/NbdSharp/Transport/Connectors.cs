@@ -17,6 +17,8 @@ internal static class Connectors
     /// <summary>Connects to a Unix domain socket.</summary>
     public static async ValueTask<OpenedTransport> ConnectUnixAsync(string path, bool async, string call, CancellationToken cancellationToken)
     {
+        if (!async && SocketTransport.UseLibC && path.Length > 0 && path[0] != '\0')
+            return ConnectUnixFd(path, call, cancellationToken);
         UnixDomainSocketEndPoint endPoint;
         try
         {
@@ -36,6 +38,73 @@ internal static class Connectors
             // For a Unix socket, .NET reports a missing path (ENOENT) as AddressNotAvailable.
             int errno = e.SocketErrorCode == SocketError.AddressNotAvailable ? Errno.ENOENT : SocketErrors.ToErrno(e);
             throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + path, errno), e);
+        }
+    }
+
+    /// <summary>
+    /// A synchronous Unix connect on the libc data path: socket(2) and connect(2) themselves, so that no
+    /// <see cref="Socket"/> is made (making the first one starts .NET's socket engine: an epoll thread and an event
+    /// source, about 20 ms of a JIT-compiled tool's start). The socket is non-blocking: a connect that the listener's
+    /// full backlog refuses for now (EAGAIN) is tried again every 10 ms, until it succeeds, fails or
+    /// <paramref name="cancellationToken"/> (a connect timeout) fires.
+    /// </summary>
+    [SupportedOSPlatform("linux")]
+    private static unsafe OpenedTransport ConnectUnixFd(string path, string call, CancellationToken cancellationToken)
+    {
+        byte* address = stackalloc byte[UnixAddressSize];
+        uint addressLength = UnixAddress(path, address, call);
+        cancellationToken.ThrowIfCancellationRequested();
+        int fd = LibC.Socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new NbdException(errno, NbdException.Format(call, "socket", errno));
+        }
+        var handle = new FileDescriptorHandle(fd);
+        try
+        {
+            while (LibC.Connect(fd, address, addressLength) != 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == Errno.EAGAIN)
+                {
+                    if (cancellationToken.WaitHandle.WaitOne(10))
+                        cancellationToken.ThrowIfCancellationRequested();
+                }
+                else if (errno != Errno.EINTR)
+                {
+                    throw new NbdConnectionException(errno, NbdException.Format(call, "connect: " + path, errno));
+                }
+            }
+            return new OpenedTransport(new SocketTransport(handle, unix: true), new Endpoint(EndpointKind.Unix, Host: path));
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The size of a sockaddr_un: the family, then the name.</summary>
+    private const int UnixAddressSize = 2 + LibC.UnixPathSize;
+
+    /// <summary>
+    /// Fills <paramref name="address"/> (<see cref="UnixAddressSize"/> bytes) with a sockaddr_un naming
+    /// <paramref name="path"/> and returns its length; a name longer than sun_path holds is ENAMETOOLONG.
+    /// </summary>
+    private static unsafe uint UnixAddress(string path, byte* address, string call)
+    {
+        new Span<byte>(address, UnixAddressSize).Clear();
+        *(ushort*)address = LibC.AF_UNIX;
+        try
+        {
+            // At most sizeof(sun_path) - 1 bytes: the name ends with a NUL, as libnbd requires.
+            int length = System.Text.Encoding.UTF8.GetBytes(path, new Span<byte>(address + 2, LibC.UnixPathSize - 1));
+            return (uint)(2 + length + 1);
+        }
+        catch (ArgumentException)
+        {
+            throw new NbdException(Errno.ENAMETOOLONG, NbdException.Format(call, "socket name too long: " + path, Errno.ENAMETOOLONG));
         }
     }
 
@@ -133,8 +202,7 @@ internal static class Connectors
             _ = LibC.Close(fd);
             throw new NbdConnectionException(errno, NbdException.Format(call, "connect: vsock " + cid + ":" + port, errno));
         }
-        var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
-        return new OpenedTransport(new SocketTransport(socket), new Endpoint(EndpointKind.Vsock, Cid: cid, VsockPort: port));
+        return new OpenedTransport(new SocketTransport(new FileDescriptorHandle(fd), unix: false), new Endpoint(EndpointKind.Vsock, Cid: cid, VsockPort: port));
     }
 
     /// <summary>ENOTSUP for a transport that only Linux has here, naming the platform the program runs on.</summary>
@@ -193,8 +261,7 @@ internal static class Connectors
             throw;
         }
         _ = LibC.Close(fds[1]);
-        var socket = new Socket(new SafeSocketHandle(fds[0], ownsHandle: true));
-        return new OpenedTransport(new SocketTransport(socket), Endpoint.Unnamed, child);
+        return new OpenedTransport(new SocketTransport(new FileDescriptorHandle(fds[0]), unix: true), Endpoint.Unnamed, child);
     }
 
     /// <summary>
@@ -220,6 +287,8 @@ internal static class Connectors
         string dir = Path.Combine("/tmp", "nbdsharp-" + Path.GetRandomFileName());
         Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string path = Path.Combine(dir, "sock");
+        if (SocketTransport.UseLibC)
+            return SpawnActivatedFd(argv, name, dir, path, call);
         Subprocess? child = null;
         try
         {
@@ -254,6 +323,70 @@ internal static class Connectors
         catch (IOException e)
         {
             throw new NbdException(Errno.EIO, NbdException.Format(call, "naming the socket " + path + ": " + e.Message, Errno.EIO), e);
+        }
+        finally
+        {
+            if (child == null)
+            {
+                try
+                {
+                    Directory.Delete(dir, recursive: true);
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Socket activation on the libc data path: the listening socket and our connection to it are opened with libc,
+    /// so that no <see cref="Socket"/> is made (see <see cref="ConnectUnixFd"/>). The folder is removed if the
+    /// server never starts.
+    /// </summary>
+    [SupportedOSPlatform("linux")]
+    private static unsafe OpenedTransport SpawnActivatedFd(IReadOnlyList<string> argv, string name, string dir, string path, string call)
+    {
+        Subprocess? child = null;
+        try
+        {
+            byte* address = stackalloc byte[UnixAddressSize];
+            uint addressLength = UnixAddress(path, address, call);
+            int listener = LibC.Socket(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0);
+            if (listener < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                throw new NbdException(errno, NbdException.Format(call, "socket", errno));
+            }
+            try
+            {
+                if (LibC.Bind(listener, address, addressLength) != 0 || LibC.Listen(listener, 128) != 0)
+                {
+                    int errno = Marshal.GetLastPInvokeError();
+                    throw new NbdConnectionException(errno, NbdException.Format(call, "bind: " + path, errno));
+                }
+                var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
+                shellArgv.AddRange(argv);
+                child = Subprocess.Spawn(shellArgv, [(listener, 3)],
+                    [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
+                    terminateOnClose: true, call);
+            }
+            finally
+            {
+                _ = LibC.Close(listener);
+            }
+            // The socket keeps its name while the server runs (libnbd alike): GetUri names it, for more connections.
+            child.SocketDirectory = dir;
+            try
+            {
+                OpenedTransport opened = ConnectUnixFd(path, call, CancellationToken.None);
+                return new OpenedTransport(opened.Transport, opened.Endpoint, child);
+            }
+            catch
+            {
+                child.Reap(TimeSpan.Zero, terminate: true);
+                throw;
+            }
         }
         finally
         {

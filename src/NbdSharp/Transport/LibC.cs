@@ -1,3 +1,4 @@
+using System;
 using System.Runtime.InteropServices;
 using System.Runtime.Versioning;
 
@@ -106,6 +107,29 @@ internal static unsafe partial class LibC
     [LibraryImport("libc", EntryPoint = "connect", SetLastError = true)]
     public static partial int Connect(int fd, void* address, uint length);
 
+    public const int SOCK_NONBLOCK = 0x800;
+    public const int SHUT_WR = 1;
+    public const int SHUT_RDWR = 2;
+
+    /// <summary>The size of sockaddr_un's sun_path on Linux: a name and its terminating NUL.</summary>
+    public const int UnixPathSize = 108;
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
+    public static partial int Bind(int fd, void* address, uint length);
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "listen", SetLastError = true)]
+    public static partial int Listen(int fd, int backlog);
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "shutdown", SetLastError = true)]
+    public static partial int Shutdown(int fd, int how);
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int SetSockOpt(int fd, int level, int name, int* value, uint length);
+
     /// <summary>ioctl request: bytes in a socket's send queue, not yet taken by the peer (TCP and Unix sockets).</summary>
     public const uint SIOCOUTQ = 0x5411;
     public const int SOL_SOCKET = 1;
@@ -192,4 +216,18 @@ internal static unsafe partial class LibC
     [SupportedOSPlatform("macos")]
     [LibraryImport("libc", EntryPoint = "sigemptyset")]
     public static partial int SigEmptySet(void* set);
+}
+
+/// <summary>A file descriptor this process opened with libc (a socket), closed with close(2) when released.</summary>
+internal sealed class FileDescriptorHandle : SafeHandle
+{
+    public FileDescriptorHandle(int fd)
+        : base(new IntPtr(-1), ownsHandle: true)
+    {
+        SetHandle(fd);
+    }
+
+    public override bool IsInvalid => handle.ToInt64() < 0;
+
+    protected override bool ReleaseHandle() => !OperatingSystem.IsLinux() || LibC.Close((int)handle) == 0;
 }

@@ -10,7 +10,10 @@ namespace NbdSharp.Transport;
 /// <summary>
 /// A transport over a connected <see cref="Socket"/> (TCP, Unix, vsock or a socketpair). On Linux the
 /// transmission path calls libc directly: blocking receives, and sends that can be tried without blocking,
-/// which is how the engine keeps reading replies while a large write waits for room in the socket.
+/// which is how the engine keeps reading replies while a large write waits for room in the socket. There a
+/// transport can also own a bare file descriptor that libc opened (a synchronous Unix connect, a socketpair,
+/// vsock): no <see cref="Socket"/> exists for it until an asynchronous call needs one, so a program that only
+/// connects synchronously never starts .NET's socket engine (its epoll thread, its event source) at all.
 /// </summary>
 internal sealed class SocketTransport : Transport
 {
@@ -27,7 +30,7 @@ internal sealed class SocketTransport : Transport
     /// </summary>
     [System.Runtime.Versioning.SupportedOSPlatformGuard("linux")]
     internal static readonly bool UseLibC = OperatingSystem.IsLinux() && !PortableRequested();
-    private readonly Socket _socket;
+    private Socket? _socket;
     private readonly SafeHandle _handle;
     private int _aborted;
     private int _sendBufferSize;
@@ -40,6 +43,20 @@ internal sealed class SocketTransport : Transport
             socket.NoDelay = true;
         else if (socket.AddressFamily == AddressFamily.Unix)
             WidenSendBuffer(socket);
+    }
+
+    /// <summary>
+    /// Owns <paramref name="fd"/>, a connected stream socket opened with libc (Linux, <see cref="UseLibC"/> only). A
+    /// Unix socket's send buffer is widened as <see cref="SocketTransport(Socket)"/> does.
+    /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public SocketTransport(FileDescriptorHandle fd, bool unix)
+    {
+        if (!UseLibC)
+            throw new InvalidOperationException("a bare file descriptor needs the libc data path");
+        _handle = fd;
+        if (unix)
+            WidenSendBuffer((int)fd.DangerousGetHandle());
     }
 
     /// <summary>
@@ -64,7 +81,37 @@ internal sealed class SocketTransport : Transport
         }
     }
 
-    public Socket Socket => _socket;
+    /// <summary>
+    /// The socket the managed calls use: for a bare file descriptor, a <see cref="Socket"/> over it made the first
+    /// time one is needed (an asynchronous handshake or option), which does not own it: <see cref="_handle"/> closes it.
+    /// </summary>
+    private Socket ManagedSocket
+    {
+        get
+        {
+            Socket? socket = Volatile.Read(ref _socket);
+            if (socket != null)
+                return socket;
+            var made = new Socket(new SafeSocketHandle(_handle.DangerousGetHandle(), ownsHandle: false));
+            socket = Interlocked.CompareExchange(ref _socket, made, null);
+            if (socket == null)
+                return made;
+            made.Dispose();
+            return socket;
+        }
+    }
+
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private static unsafe void WidenSendBuffer(int fd)
+    {
+        int size;
+        uint length = sizeof(int);
+        if (LibC.GetSockOpt(fd, LibC.SOL_SOCKET, LibC.SO_SNDBUF, &size, &length) != 0 || size >= UnixSendBuffer)
+            return;
+        size = UnixSendBuffer;
+        // As in the overload above: a kernel that refuses leaves the default, which works with more wake-ups.
+        _ = LibC.SetSockOpt(fd, LibC.SOL_SOCKET, LibC.SO_SNDBUF, &size, sizeof(int));
+    }
 
     private static bool PortableRequested() =>
         (AppContext.TryGetSwitch(PortableSwitch, out bool on) && on) || Environment.GetEnvironmentVariable(PortableVariable) == "1";
@@ -117,7 +164,7 @@ internal sealed class SocketTransport : Transport
     {
         try
         {
-            int n = _socket.Receive(buffer, SocketFlags.None, out SocketError error);
+            int n = ManagedSocket.Receive(buffer, SocketFlags.None, out SocketError error);
             if (error != SocketError.Success)
                 throw Failure("recv", SocketErrors.ToErrno(error));
             return n;
@@ -132,7 +179,7 @@ internal sealed class SocketTransport : Transport
     {
         try
         {
-            return await _socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            return await ManagedSocket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
         }
         catch (SocketException e)
         {
@@ -166,7 +213,7 @@ internal sealed class SocketTransport : Transport
         {
             while (!data.IsEmpty)
             {
-                int n = _socket.Send(data, SocketFlags.None, out SocketError error);
+                int n = ManagedSocket.Send(data, SocketFlags.None, out SocketError error);
                 if (error != SocketError.Success)
                     throw Failure("send", SocketErrors.ToErrno(error));
                 data = data[n..];
@@ -184,7 +231,7 @@ internal sealed class SocketTransport : Transport
         {
             while (!data.IsEmpty)
             {
-                int n = await _socket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                int n = await ManagedSocket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
                 data = data[n..];
             }
         }
@@ -287,9 +334,10 @@ internal sealed class SocketTransport : Transport
     /// </summary>
     private (bool Readable, bool Writable) WaitReadableOrWritableManaged(int timeoutMs)
     {
-        var readers = new List<Socket>(1) { _socket };
-        var writers = new List<Socket>(1) { _socket };
-        var errors = new List<Socket>(1) { _socket };
+        Socket socket = ManagedSocket;
+        var readers = new List<Socket>(1) { socket };
+        var writers = new List<Socket>(1) { socket };
+        var errors = new List<Socket>(1) { socket };
         try
         {
             Socket.Select(readers, writers, errors, timeoutMs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(timeoutMs));
@@ -363,7 +411,7 @@ internal sealed class SocketTransport : Transport
         {
             try
             {
-                return _socket.Poll(timeoutMs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(timeoutMs), mode);
+                return ManagedSocket.Poll(timeoutMs < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(timeoutMs), mode);
             }
             catch (ObjectDisposedException)
             {
@@ -411,9 +459,14 @@ internal sealed class SocketTransport : Transport
 
     public override void ShutdownSend()
     {
+        if (_socket == null && UseLibC)
+        {
+            ShutdownFd(LibC.SHUT_WR);
+            return;
+        }
         try
         {
-            _socket.Shutdown(SocketShutdown.Send);
+            ManagedSocket.Shutdown(SocketShutdown.Send);
         }
         catch (SocketException)
         {
@@ -428,9 +481,14 @@ internal sealed class SocketTransport : Transport
     {
         if (Interlocked.Exchange(ref _aborted, 1) != 0)
             return;
+        if (_socket == null && UseLibC)
+        {
+            ShutdownFd(LibC.SHUT_RDWR);
+            return;
+        }
         try
         {
-            _socket.Shutdown(SocketShutdown.Both);
+            ManagedSocket.Shutdown(SocketShutdown.Both);
         }
         catch (SocketException)
         {
@@ -445,7 +503,28 @@ internal sealed class SocketTransport : Transport
         if (disposing)
         {
             Abort();
-            _socket.Dispose();
+            _socket?.Dispose();
+            _handle.Dispose();
+        }
+    }
+
+    /// <summary>shutdown(2) on a bare file descriptor; errors (already closed by the peer, or by us) mean nothing is left to do.</summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private void ShutdownFd(int how)
+    {
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            _ = LibC.Shutdown((int)_handle.DangerousGetHandle(), how);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
         }
     }
 }
