@@ -138,4 +138,16 @@ public class ToolSupportTests
         Assert.Throws<ToolException>(() => ServerEndpoint.FromCommandLine(null, [], "need an NBD URI"));
         Assert.Equal("need an NBD URI", Assert.Throws<ToolException>(() => ServerEndpoint.FromCommandLine(null, ["a", "b"], "need an NBD URI")).Message);
     }
+
+    [Fact]
+    public void ChildOutput_FirstLine()
+    {
+        Assert.Equal("one", ChildOutput.FirstLine("printf", "one\r\ntwo\n"));
+        Assert.Equal("no newline", ChildOutput.FirstLine("printf", "no newline"));
+        Assert.Null(ChildOutput.FirstLine("true"));
+        Assert.Null(ChildOutput.FirstLine("nbdsharp-no-such-program"));
+        // Output past what is kept is read and dropped: the child is not left blocked on a full pipe.
+        Assert.Equal(new string('y', 100), ChildOutput.FirstLine("sh", "-c", "printf '%0100d\\n' 0 | tr 0 y; head -c 4000000 /dev/zero"));
+        Assert.Throws<ArgumentException>(() => ChildOutput.FirstLine());
+    }
 }

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Diagnostics;
 using System.IO;
 
 namespace NbdSharp.Tools.Info;
@@ -199,20 +198,7 @@ internal sealed class ExportDisplay(InfoOptions options, Output output)
         try
         {
             File.WriteAllBytes(path, start);
-            var info = new ProcessStartInfo("file") { UseShellExecute = false, RedirectStandardOutput = true };
-            info.ArgumentList.Add("-b");
-            info.ArgumentList.Add(path);
-            using Process? file = Process.Start(info);
-            if (file == null)
-                return null;
-            string? line = file.StandardOutput.ReadLine();
-            file.StandardOutput.ReadToEnd();
-            file.WaitForExit();
-            return line;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return null; // no file(1): content is best effort
+            return ChildOutput.FirstLine("file", "-b", path); // null without file(1): content is best effort
         }
         finally
         {

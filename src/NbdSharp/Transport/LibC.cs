@@ -114,6 +114,16 @@ internal static unsafe partial class LibC
     /// <summary>The size of sockaddr_un's sun_path on Linux: a name and its terminating NUL.</summary>
     public const int UnixPathSize = 108;
 
+    public const int O_CLOEXEC = 0x80000;
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "pipe2", SetLastError = true)]
+    public static partial int Pipe2(int* fds, int flags);
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, byte* buffer, nuint count);
+
     [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
     public static partial int Bind(int fd, void* address, uint length);
