@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.Text.RegularExpressions;
 using NbdSharp.Testing;
 using Xunit;
 
@@ -86,6 +87,34 @@ public class NbdCopyTests
             using ServerProcess destination = Peers.Nbdkit("memory", bytes);
             Succeeds(Ours([.. options, source.Uri, destination.Uri]));
             AssertSame(expected, Contents(destination.Uri), $"{size} bytes with {string.Join(' ', options)}");
+        }
+    }
+
+    /// <summary>
+    /// The synchronous copy asks for extents once per 128 MiB, not once per request as libnbd's does: a sparse source
+    /// of 200 MiB + 513 bytes takes two block-status requests, its data and holes arrive whole, and requests keep to
+    /// the --request-size grid.
+    /// </summary>
+    [Fact]
+    public void Synchronous_SparseSource_ExtentsPerWorkUnit()
+    {
+        const string size = "209715713";
+        using var dir = new TempDirectory();
+        string log = dir.File("source.log");
+        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "sparse-random", size, "seed=5", "percent=30", ServerLog.Parameter(log));
+        using ServerProcess destination = Peers.Nbdkit(ServerLog.Filter, "memory", size, ServerLog.Parameter(dir.File("destination.log")));
+        Succeeds(Ours("--synchronous", "--request-size=65536", source.Uri, destination.Uri));
+        AssertSame(Contents(source.Uri), Contents(destination.Uri), "the copy");
+        string[] requests = File.ReadAllLines(log);
+        Assert.Equal(2, requests.Count(line => line.Contains(" Extents id=", StringComparison.Ordinal) && line.Contains(" count=", StringComparison.Ordinal)));
+        foreach (string line in File.ReadAllLines(dir.File("destination.log")))
+        {
+            Match write = Regex.Match(line, @" Write id=\d+ offset=0x([0-9a-f]+) count=0x([0-9a-f]+)");
+            if (!write.Success)
+                continue;
+            long offset = Convert.ToInt64(write.Groups[1].Value, 16);
+            long count = Convert.ToInt64(write.Groups[2].Value, 16);
+            Assert.True(count <= 65536 && offset / 65536 == (offset + count - 1) / 65536, line);
         }
     }
 

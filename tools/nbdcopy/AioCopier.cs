@@ -16,7 +16,7 @@ namespace NbdSharp.Tools.Copy;
 internal sealed class AioCopier
 {
     /// <summary>How much of the source a worker takes at a time (libnbd's THREAD_WORK_SIZE).</summary>
-    private const long WorkSize = 128L << 20;
+    internal const long WorkSize = 128L << 20;
 
     private readonly CopyEnd _source;
     private readonly CopyEnd _destination;
