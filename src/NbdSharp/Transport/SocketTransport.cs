@@ -92,6 +92,8 @@ internal sealed class SocketTransport : Transport
             Socket? socket = Volatile.Read(ref _socket);
             if (socket != null)
                 return socket;
+            // Never over a descriptor number already closed (and perhaps reused): the callers report it as ENOTCONN.
+            ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
             var made = new Socket(new SafeSocketHandle(_handle.DangerousGetHandle(), ownsHandle: false));
             socket = Interlocked.CompareExchange(ref _socket, made, null);
             if (socket == null)
