@@ -616,16 +616,14 @@ public class NbdCopyTests
         // transparent huge pages (VmFlags "hg" in smaps), whether or not the kernel has huge pages to give. Each read
         // takes a second, so that the copy is still running when its mappings are looked at.
         using var dir = new TempDirectory();
-        string log = dir.File("source.log");
-        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "16M", "rdelay=1000ms", ServerLog.Parameter(log));
-        using ServerProcess same = Peers.Nbdkit("-r", "pattern", "16M");
-        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, "-C", "2", "-T", "2", source.Uri, dir.File("out.img"));
-        Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
+        using var source = new SlowPattern(dir, "16M");
+        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, "-C", "2", "-T", "2", source.Slow.Uri, dir.File("out.img"));
+        source.WaitForFirstRead();
         int advised = AdvisedRegions(File.ReadAllText($"/proc/{copy.Id}/smaps"), 16 << 20);
         Assert.True(copy.WaitForExit(TimeSpan.FromSeconds(60)), "nbdcopy did not finish");
         Assert.True(copy.ExitCode == 0, stderr.Result);
         Assert.Equal(2, advised);
-        AssertSame(Contents(same.Uri), File.ReadAllBytes(dir.File("out.img")), "the copy");
+        AssertSame(Contents(source.Same.Uri), File.ReadAllBytes(dir.File("out.img")), "the copy");
     }
 
     [Fact]
@@ -635,12 +633,10 @@ public class NbdCopyTests
         // (its epoll thread, named ".NET Sockets", and its event source) is never started. Each read takes a
         // second, so that the copy's threads can be looked at while it runs.
         using var dir = new TempDirectory();
-        string log = dir.File("source.log");
-        using ServerProcess source = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", "1M", "rdelay=1000ms", ServerLog.Parameter(log));
-        using ServerProcess same = Peers.Nbdkit("-r", "pattern", "1M");
+        using var source = new SlowPattern(dir, "1M");
         using ServerProcess target = Peers.Nbdkit("memory", "1M");
-        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, source.Uri, target.Uri);
-        Assert.True(ServerLog.WaitFor(log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
+        using Process copy = StartOurs(out System.Threading.Tasks.Task<string> stderr, source.Slow.Uri, target.Uri);
+        source.WaitForFirstRead();
         var threads = new List<string>();
         foreach (string task in Directory.GetDirectories($"/proc/{copy.Id}/task"))
         {
@@ -657,7 +653,44 @@ public class NbdCopyTests
         Assert.True(copy.ExitCode == 0, stderr.Result);
         Assert.Contains(threads, name => name.StartsWith("nbdcopy", StringComparison.Ordinal));
         Assert.DoesNotContain(".NET Sockets", threads);
-        AssertSame(Contents(same.Uri), Contents(target.Uri), "the copy");
+        AssertSame(Contents(source.Same.Uri), Contents(target.Uri), "the copy");
+    }
+
+    /// <summary>
+    /// A pattern export whose reads each take a second (logged), so that a copy from it can be looked at while it runs,
+    /// and the same pattern served without delay, to check the copy against.
+    /// </summary>
+    private sealed class SlowPattern : IDisposable
+    {
+        private readonly string _log;
+
+        public SlowPattern(TempDirectory dir, string size)
+        {
+            _log = dir.File("source.log");
+            Slow = Peers.Nbdkit(ServerLog.Filter, "-r", "--filter=delay", "pattern", size, "rdelay=1000ms", ServerLog.Parameter(_log));
+            try
+            {
+                Same = Peers.Nbdkit("-r", "pattern", size);
+            }
+            catch
+            {
+                Slow.Dispose();
+                throw;
+            }
+        }
+
+        public ServerProcess Slow { get; }
+
+        public ServerProcess Same { get; }
+
+        public void WaitForFirstRead() =>
+            Assert.True(ServerLog.WaitFor(_log, " Read ", TimeSpan.FromSeconds(30)), "the copy did not start reading");
+
+        public void Dispose()
+        {
+            Slow.Dispose();
+            Same.Dispose();
+        }
     }
 
     /// <summary>Mappings of at least <paramref name="minimum"/> bytes whose VmFlags carry "hg" (MADV_HUGEPAGE).</summary>

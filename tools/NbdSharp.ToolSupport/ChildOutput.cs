@@ -23,29 +23,24 @@ public static class ChildOutput
         ArgumentNullException.ThrowIfNull(argv);
         if (argv.Length == 0)
             throw new ArgumentException("the command must not be empty", nameof(argv));
-        string text;
-        if (OperatingSystem.IsLinux())
-        {
-            try
-            {
-                text = Encoding.UTF8.GetString(NbdSharp.Transport.Subprocess.RunForOutput(argv, Limit, argv[0]));
-            }
-            catch (NbdException)
-            {
-                return null;
-            }
-        }
-        else
-        {
-            string? output = RunWithProcess(argv);
-            if (output == null)
-                return null;
-            text = output;
-        }
-        if (text.Length == 0)
+        string? text = OperatingSystem.IsLinux() ? RunWithSpawn(argv) : RunWithProcess(argv);
+        if (string.IsNullOrEmpty(text))
             return null;
         int end = text.IndexOf('\n', StringComparison.Ordinal);
         return (end < 0 ? text : text[..end]).TrimEnd('\r');
+    }
+
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private static string? RunWithSpawn(string[] argv)
+    {
+        try
+        {
+            return Encoding.UTF8.GetString(NbdSharp.Transport.Subprocess.RunForOutput(argv, Limit, argv[0]));
+        }
+        catch (NbdException)
+        {
+            return null; // not on PATH
+        }
     }
 
     private static string? RunWithProcess(string[] argv)

@@ -293,13 +293,7 @@ internal static class Connectors
         try
         {
             using (Socket listener = ListenUnix(dir, path))
-            {
-                var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
-                shellArgv.AddRange(argv);
-                child = Subprocess.Spawn(shellArgv, [((int)listener.SafeHandle.DangerousGetHandle(), 3)],
-                    [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
-                    terminateOnClose: true, call);
-            }
+                child = SpawnWithListener(argv, name, (int)listener.SafeHandle.DangerousGetHandle(), call);
             // The socket keeps its name while the server runs (libnbd alike): GetUri names it, for more connections.
             child.SocketDirectory = dir;
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -327,15 +321,7 @@ internal static class Connectors
         finally
         {
             if (child == null)
-            {
-                try
-                {
-                    Directory.Delete(dir, recursive: true);
-                }
-                catch (IOException)
-                {
-                }
-            }
+                RemoveFolder(dir);
         }
     }
 
@@ -365,11 +351,7 @@ internal static class Connectors
                     int errno = Marshal.GetLastPInvokeError();
                     throw new NbdConnectionException(errno, NbdException.Format(call, "bind: " + path, errno));
                 }
-                var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
-                shellArgv.AddRange(argv);
-                child = Subprocess.Spawn(shellArgv, [(listener, 3)],
-                    [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
-                    terminateOnClose: true, call);
+                child = SpawnWithListener(argv, name, listener, call);
             }
             finally
             {
@@ -379,8 +361,7 @@ internal static class Connectors
             child.SocketDirectory = dir;
             try
             {
-                OpenedTransport opened = ConnectUnixFd(path, call, CancellationToken.None);
-                return new OpenedTransport(opened.Transport, opened.Endpoint, child);
+                return ConnectUnixFd(path, call, CancellationToken.None) with { Child = child };
             }
             catch
             {
@@ -391,15 +372,34 @@ internal static class Connectors
         finally
         {
             if (child == null)
-            {
-                try
-                {
-                    Directory.Delete(dir, recursive: true);
-                }
-                catch (IOException)
-                {
-                }
-            }
+                RemoveFolder(dir);
+        }
+    }
+
+    /// <summary>
+    /// Starts <paramref name="argv"/> with <paramref name="listener"/> as its fd 3 and LISTEN_PID, LISTEN_FDS and
+    /// LISTEN_FDNAMES set: LISTEN_PID must be the child's own PID, so a shell sets it and replaces itself with the program.
+    /// </summary>
+    [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
+    private static Subprocess SpawnWithListener(IReadOnlyList<string> argv, string name, int listener, string call)
+    {
+        var shellArgv = new List<string> { "/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "nbdsharp-socket-activation" };
+        shellArgv.AddRange(argv);
+        return Subprocess.Spawn(shellArgv, [(listener, 3)],
+            [new("LISTEN_PID", ""), new("LISTEN_FDS", "1"), new("LISTEN_FDNAMES", name.Length == 0 ? "unknown" : name)],
+            terminateOnClose: true, call);
+    }
+
+    /// <summary>Removes the private socket folder of a server that never started.</summary>
+    private static void RemoveFolder(string dir)
+    {
+        try
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException)
+        {
         }
     }
 

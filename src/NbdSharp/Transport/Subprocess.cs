@@ -124,13 +124,23 @@ internal sealed class Subprocess : ChildServer
             throw;
         }
         _ = LibC.Close(fds[1]);
-        var output = new List<byte>();
+        byte[] output = new byte[maxBytes];
+        int length = 0;
         try
         {
-            byte* buffer = stackalloc byte[4096];
+            byte* scratch = stackalloc byte[4096];
             while (true)
             {
-                nint n = LibC.Read(fds[0], buffer, 4096);
+                nint n;
+                if (length < maxBytes)
+                {
+                    fixed (byte* kept = &output[length])
+                        n = LibC.Read(fds[0], kept, (nuint)(maxBytes - length));
+                }
+                else
+                {
+                    n = LibC.Read(fds[0], scratch, 4096); // past the limit: read and dropped
+                }
                 if (n == 0)
                     break;
                 if (n < 0)
@@ -139,27 +149,17 @@ internal sealed class Subprocess : ChildServer
                         continue;
                     break; // the child's output ends here; it is still waited for
                 }
-                for (int i = 0; i < n && output.Count < maxBytes; i++)
-                    output.Add(buffer[i]);
+                if (length < maxBytes)
+                    length += (int)n;
             }
         }
         finally
         {
             _ = LibC.Close(fds[0]);
-            child.WaitForExit();
+            if (Interlocked.Exchange(ref child._reaped, 1) == 0)
+                child.Exited(block: true);
         }
-        return output.ToArray();
-    }
-
-    /// <summary>Waits for the child to exit and reaps it.</summary>
-    private unsafe void WaitForExit()
-    {
-        if (Interlocked.Exchange(ref _reaped, 1) != 0)
-            return;
-        int status;
-        while (LibC.WaitPid(Pid, &status, 0) == -1 && Marshal.GetLastPInvokeError() == Errno.EINTR)
-        {
-        }
+        return output.AsSpan(0, length).ToArray();
     }
 
     private static void Check(int result, string what, string call)
