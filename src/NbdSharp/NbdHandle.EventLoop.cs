@@ -56,7 +56,7 @@ public sealed partial class NbdHandle
             Throw(call, Errno.EDEADLK, "cannot make a blocking call on a handle from inside one of its own callbacks");
         try
         {
-            _engine.Poll(0, call);
+            _engine.Poll(0, call, notified: true);
         }
         catch (NbdException e) when (Recorded(e))
         {

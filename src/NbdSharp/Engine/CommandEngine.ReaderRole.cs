@@ -143,7 +143,11 @@ internal sealed unsafe partial class CommandEngine
     /// libnbd's <c>nbd_poll</c>: waits up to <paramref name="timeoutMs"/> (-1 = forever) for the server to send
     /// something or to take more of the queued requests, handles it and returns 1, or returns 0 on timeout.
     /// </summary>
-    public int Poll(int timeoutMs, string call)
+    /// <param name="timeoutMs">How long to wait.</param>
+    /// <param name="call">The libnbd call, for errors.</param>
+    /// <param name="notified">The caller was told the socket is readable (<c>nbd_aio_notify_read</c>): no separate
+    /// readiness check, a receive that does not wait tells.</param>
+    public int Poll(int timeoutMs, string call, bool notified = false)
     {
         long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
         long completions = Interlocked.Read(ref _completions);
@@ -156,7 +160,7 @@ internal sealed unsafe partial class CommandEngine
         }
         try
         {
-            return PollCore(timeoutMs, deadline, completions, call);
+            return PollCore(timeoutMs, deadline, completions, call, notified);
         }
         finally
         {
@@ -174,7 +178,7 @@ internal sealed unsafe partial class CommandEngine
         t_observedCompletions = Interlocked.Read(ref _completions);
     }
 
-    private int PollCore(int timeoutMs, long deadline, long completions, string call)
+    private int PollCore(int timeoutMs, long deadline, long completions, string call, bool notified)
     {
         while (true)
         {
@@ -206,7 +210,7 @@ internal sealed unsafe partial class CommandEngine
         {
             if (_input.HasWholeHeader)
             {
-                StepBatch();
+                StepBatchThenSend();
                 return 1;
             }
             if (TrySendQueued())
@@ -222,6 +226,11 @@ internal sealed unsafe partial class CommandEngine
                 // cost a look-ahead read on another thread).
                 readable = true;
             }
+            else if (!readable && notified && !wantWrite && _transport.CanTryReceive)
+            {
+                // One recv instead of a poll(2) with no wait and then the recv.
+                readable = _input.TryFill();
+            }
             else if (!readable)
             {
                 if (wantWrite)
@@ -234,7 +243,7 @@ internal sealed unsafe partial class CommandEngine
             if (writable)
                 TrySendQueued();
             if (readable)
-                StepBatch();
+                StepBatchThenSend();
             return 1;
         }
         catch (TransportException failure)

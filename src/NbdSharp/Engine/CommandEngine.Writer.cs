@@ -130,6 +130,14 @@ internal sealed unsafe partial class CommandEngine
                     if (_state != EngineState.Ready || !_sendQueue.TryPeek(out head))
                         return progressed;
                 }
+                if (_headSent == 0 && head.Type != NbdCommand.Disconnect && RequestPayload(head).IsEmpty && !(blocking && _transport.PrefersBlockingSend))
+                {
+                    int gathered = SendGathered(head, ref progressed);
+                    if (gathered < 0)
+                        return progressed;
+                    if (gathered > 0)
+                        continue;
+                }
                 if (!SendHead(head, blocking, ref progressed))
                     return progressed;
                 lock (_lock)
@@ -160,6 +168,59 @@ internal sealed unsafe partial class CommandEngine
         }
     }
 
+    /// <summary>The most header-only requests that go out in one send.</summary>
+    private const int GatherLimit = 16;
+
+    private readonly byte[] _gather = new byte[GatherLimit * RequestHeader.ExtendedSize];
+    private readonly Command?[] _gathered = new Command?[GatherLimit];
+
+    /// <summary>
+    /// Requests without a payload (reads, zeroes, block status...) queued one behind another go out in one send, so
+    /// that the server is woken once for them all. Returns how many were sent whole (0 when the head is alone: the
+    /// caller sends it as any other), or -1 when the transport took less than all of them (the rest stay queued; a
+    /// request sent in part is the head, its header kept to finish).
+    /// </summary>
+    private int SendGathered(Command head, ref bool progressed)
+    {
+        int size = ExtendedHeaders ? RequestHeader.ExtendedSize : RequestHeader.CompactSize;
+        int count = 0;
+        lock (_lock)
+        {
+            if (_state != EngineState.Ready)
+                return -1;
+            foreach (Command cmd in _sendQueue)
+            {
+                if (count == GatherLimit || cmd.Type == NbdCommand.Disconnect || !RequestPayload(cmd).IsEmpty)
+                    break;
+                WireHeader(cmd).Write(_gather.AsSpan(count * size), ExtendedHeaders);
+                _gathered[count++] = cmd;
+            }
+        }
+        if (count < 2)
+            return 0;
+        int sent = _transport.TrySend(_gather.AsSpan(0, count * size), default);
+        if (sent <= 0)
+            return -1;
+        progressed = true;
+        Interlocked.Add(ref _bytesSent, sent);
+        int whole = sent / size, part = sent % size;
+        lock (_lock)
+        {
+            // A failure on this thread may have emptied the queue meanwhile.
+            for (int i = 0; i < whole && _sendQueue.TryPeek(out Command? still) && still == _gathered[i]; i++)
+                _sendQueue.Dequeue();
+            _queued = _sendQueue.Count;
+        }
+        Array.Clear(_gathered);
+        Interlocked.Add(ref _chunksSent, whole);
+        if (part == 0)
+            return whole == count ? whole : -1;
+        _gather.AsSpan(whole * size, size).CopyTo(_headHeader);
+        _headHeaderSize = size;
+        _headSent = part;
+        return -1;
+    }
+
     /// <summary>
     /// Sends the rest of the head request. Returns true once all of it is sent; false when the transport takes no
     /// more without blocking (<paramref name="blocking"/> false) or the connection died meanwhile, in which case the
@@ -169,9 +230,7 @@ internal sealed unsafe partial class CommandEngine
     {
         if (_headSent == 0)
         {
-            ulong wireCount = cmd.RequestPayload != null ? (ulong)cmd.RequestPayloadLength : cmd.Count;
-            var header = new RequestHeader((ushort)cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
-            _headHeaderSize = header.Write(_headHeader, ExtendedHeaders);
+            _headHeaderSize = WireHeader(cmd).Write(_headHeader, ExtendedHeaders);
         }
         ReadOnlySpan<byte> payload = RequestPayload(cmd);
         long total = _headHeaderSize + (long)payload.Length;
@@ -204,6 +263,12 @@ internal sealed unsafe partial class CommandEngine
         }
         Interlocked.Increment(ref _chunksSent);
         return true;
+    }
+
+    private static RequestHeader WireHeader(Command cmd)
+    {
+        ulong wireCount = cmd.RequestPayload != null ? (ulong)cmd.RequestPayloadLength : cmd.Count;
+        return new RequestHeader((ushort)cmd.WireFlags, cmd.Type, cmd.Cookie, cmd.Offset, wireCount);
     }
 
     /// <summary>What follows a request's header: write data, the context ids of a filtered block status, or nothing.</summary>

@@ -143,11 +143,63 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         }
         if (wakePump)
             WakePump();
-        if (cmd.Kind == CommandKind.Aio)
-            TrySendQueued();
-        else
+        if (cmd.Kind != CommandKind.Aio)
             SendAllQueued();
+        else if (!Defer(this))
+            TrySendQueued();
         return cmd.Cookie;
+    }
+
+    /// <summary>How deep this thread is in processing a batch of replies for an event loop (<see cref="Poll"/>).</summary>
+    [ThreadStatic]
+    private static int t_batchDepth;
+
+    /// <summary>The engines whose aio requests, issued by callbacks during the batch, wait for its end.</summary>
+    [ThreadStatic]
+    private static CommandEngine?[]? t_deferred;
+
+    /// <summary>
+    /// Inside a batch of replies, aio requests that callbacks issue (the next reads of a copy, on this or another
+    /// connection) are sent together when the batch ends: one send and one wake-up of the server for them all.
+    /// False (send now) outside a batch, or when too many connections wait already.
+    /// </summary>
+    private static bool Defer(CommandEngine engine)
+    {
+        if (t_batchDepth == 0)
+            return false;
+        CommandEngine?[] deferred = t_deferred ??= new CommandEngine?[4];
+        for (int i = 0; i < deferred.Length; i++)
+        {
+            if (deferred[i] == engine)
+                return true;
+            if (deferred[i] == null)
+            {
+                deferred[i] = engine;
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>Processes a batch of replies, then sends what the callbacks issued meanwhile.</summary>
+    private void StepBatchThenSend()
+    {
+        t_batchDepth++;
+        try
+        {
+            StepBatch();
+        }
+        finally
+        {
+            if (--t_batchDepth == 0 && t_deferred is { } deferred)
+            {
+                for (int i = 0; i < deferred.Length && deferred[i] is { } engine; i++)
+                {
+                    deferred[i] = null;
+                    engine.TrySendQueued();
+                }
+            }
+        }
     }
 
     private NbdException NotReady(string call)

@@ -105,6 +105,24 @@ internal sealed unsafe class ReceiveBuffer
         return true;
     }
 
+    /// <summary>
+    /// Receives what has arrived into the buffer without waiting (<see cref="Transport.Transport.TryReceive"/>): true
+    /// when there is something to process (bytes, or the end of the stream, which the next fill reports).
+    /// </summary>
+    public bool TryFill()
+    {
+        if (_start != _end)
+            return true;
+        _start = 0;
+        _end = 0;
+        int received = _transport.TryReceive(_buffer.AsSpan(0, Math.Min(_buffer.Length, _fillLimit)));
+        if (received < 0)
+            return false;
+        _end = received;
+        Interlocked.Add(ref _bytesReceived, received);
+        return true;
+    }
+
     /// <summary>Copies what is buffered, then receives large remainders straight into the destination.</summary>
     public void ReceiveInto(byte* destination, ulong length)
     {

@@ -162,6 +162,42 @@ internal sealed class SocketTransport : Transport
         }
     }
 
+    public override bool CanTryReceive => UseLibC;
+
+    public override unsafe int TryReceive(Span<byte> buffer)
+    {
+        if (!UseLibC)
+            throw new NotSupportedException();
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            fixed (byte* p = buffer)
+            {
+                while (true)
+                {
+                    nint n = LibC.Recv((int)_handle.DangerousGetHandle(), p, (nuint)buffer.Length, LibC.MSG_DONTWAIT);
+                    if (n >= 0)
+                        return (int)n;
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno == Errno.EAGAIN)
+                        return -1;
+                    if (errno != Errno.EINTR)
+                        throw Failure("recv", errno);
+                }
+            }
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
+        }
+        finally
+        {
+            if (added)
+                _handle.DangerousRelease();
+        }
+    }
+
     private int ReceiveManaged(Span<byte> buffer)
     {
         try

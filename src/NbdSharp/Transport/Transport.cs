@@ -13,6 +13,16 @@ internal abstract class Transport : IDisposable
     /// <summary>Receives at least one byte, blocking; returns 0 at end of stream.</summary>
     public abstract int Receive(Span<byte> buffer);
 
+    /// <summary>
+    /// Receives what has arrived without waiting: the number of bytes, 0 at end of stream, or -1 when nothing has
+    /// arrived, so that a caller told the socket is readable (an event loop's notify) need not ask the kernel twice.
+    /// Only where <see cref="CanTryReceive"/> says so.
+    /// </summary>
+    public virtual int TryReceive(Span<byte> buffer) => throw new NotSupportedException();
+
+    /// <summary>Whether <see cref="TryReceive"/> is available (a socket read with libc); elsewhere a caller asks <see cref="WaitReadable"/> with no wait first.</summary>
+    public virtual bool CanTryReceive => false;
+
     /// <summary>Receives at least one byte; returns 0 at end of stream.</summary>
     public abstract ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken);
 
