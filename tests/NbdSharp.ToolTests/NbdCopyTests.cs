@@ -461,6 +461,21 @@ public class NbdCopyTests
         }
     }
 
+    [Fact]
+    public void ZeroDetection_KeepsBlocksWhoseDataStartsLate()
+    {
+        // Each 4 KiB block is looked at whole: data past its first eight bytes, or in its last byte only, is data.
+        using ServerProcess source = Peers.Nbdkit("-r", "data",
+            "(0)*8 (1) (0)*4087 (0)*4095 (2) (0)*4096 (3) (0)*4095 (0)*4088 (4) (0)*7", "size=64K");
+        using ServerProcess destination = Peers.Nbdkit("memory", "64K");
+        Succeeds(Ours(source.Uri, destination.Uri));
+        byte[] copied = Contents(destination.Uri);
+        AssertSame(Contents(source.Uri), copied, "zero detection");
+        Assert.Equal(1, copied[8]);
+        Assert.Equal(2, copied[(2 * 4096) - 1]);
+        Assert.Equal(4, copied[(4 * 4096) + 4088]);
+    }
+
     [Theory]
     [InlineData("-C", "1")]
     [InlineData("-C", "4")]

@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Generic;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Threading;
 
 namespace NbdSharp.Tools.Copy;
@@ -91,7 +93,13 @@ internal sealed class AioCopier
 
     private static long RoundUp(long value, long multiple) => (value + multiple - 1) & ~(multiple - 1);
 
-    private static bool IsZero(ReadOnlySpan<byte> block) => !block.ContainsAnyExcept((byte)0);
+    /// <summary>
+    /// Whether the block holds only zeroes. Data blocks almost always have a non-zero byte in their first eight, which
+    /// one load tells without a call (a copy checks a million 4 KiB blocks per 4 GiB); the scan is for the rest.
+    /// </summary>
+    private static bool IsZero(ReadOnlySpan<byte> block) =>
+        (block.Length < sizeof(ulong) || Unsafe.ReadUnaligned<ulong>(ref MemoryMarshal.GetReference(block)) == 0)
+        && !block.ContainsAnyExcept((byte)0);
 
 
     /// <summary>One connection's share of the copy.</summary>
@@ -463,9 +471,10 @@ internal sealed class AioCopier
                     long runStart = start;
                     bool runIsZero = false;
                     long block = Math.Min(RoundUp(start, sparse), end);
+                    ReadOnlySpan<byte> bytes = data.Span;
                     for (; block + sparse <= end; block += sparse)
                     {
-                        bool zero = IsZero(data.Span.Slice((int)(block - start), (int)sparse));
+                        bool zero = IsZero(bytes.Slice((int)(block - start), (int)sparse));
                         if (zero == runIsZero)
                             continue;
                         if (block > runStart)
