@@ -65,6 +65,26 @@ public sealed partial class NbdHandle
     }
 
     /// <summary>
+    /// Holds back the aio requests this thread issues, on any handle, until the returned scope is disposed, and then
+    /// sends them together: those without a payload (reads, zeroes, block status) go out up to 16 in one send, and
+    /// the server is woken once for them all. An event loop wraps its notify calls in one, so that the requests its
+    /// completion callbacks issue (a copy's next reads) leave in one go. This is NbdSharp's, not libnbd's: libnbd's aio
+    /// calls always send at once, and so do ours outside a scope.
+    /// </summary>
+    /// <remarks>
+    /// Nothing issued in the scope reaches the server before the scope ends, so nothing in it may wait for the reply
+    /// to such a request (a callback that blocks until another handle's command completes, say). Synchronous and
+    /// Task-based calls are not held back, and they send what their handle holds before them. Scopes nest: the
+    /// outermost sends.
+    /// </remarks>
+    /// <returns>The scope, to dispose on the same thread (<c>using var batch = NbdHandle.BatchRequests();</c>).</returns>
+    public static RequestBatch BatchRequests()
+    {
+        Engine.CommandEngine.BeginBatch();
+        return new RequestBatch(true);
+    }
+
+    /// <summary>
     /// Tells the handle its socket is writable (<c>nbd_aio_notify_write</c>): sends what the socket takes of the
     /// requests waiting to be written, without blocking.
     /// </summary>

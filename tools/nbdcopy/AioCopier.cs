@@ -199,6 +199,7 @@ internal sealed class AioCopier
                         writers.Add(views[i]);
                 }
                 Socket.Select(readers, writers.Count > 0 ? writers : null, null, TimeSpan.FromMilliseconds(10));
+                using RequestBatch batch = NbdHandle.BatchRequests();
                 for (int i = 0; i < count; i++)
                 {
                     try
@@ -254,6 +255,8 @@ internal sealed class AioCopier
             }
             if (LibC.Poll(fds, (nuint)count, 10) <= 0)
                 return;
+            // The next reads and the writes the callbacks issue leave together once both connections are processed.
+            using RequestBatch batch = NbdHandle.BatchRequests();
             for (int i = 0; i < count; i++)
             {
                 short revents = fds[i].Revents;

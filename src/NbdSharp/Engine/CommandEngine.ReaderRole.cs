@@ -210,7 +210,7 @@ internal sealed unsafe partial class CommandEngine
         {
             if (_input.HasWholeHeader)
             {
-                StepBatchThenSend();
+                StepBatch();
                 return 1;
             }
             if (TrySendQueued())
@@ -243,12 +243,14 @@ internal sealed unsafe partial class CommandEngine
             if (writable)
                 TrySendQueued();
             if (readable)
-                StepBatchThenSend();
+                StepBatch();
             return 1;
         }
         catch (TransportException failure)
         {
+            // As Step does: this thread holds the reader role, so the commands in flight fail here.
             Break(failure.Errno, failure.Message);
+            FailAll();
             return 1;
         }
     }

@@ -130,9 +130,9 @@ internal sealed unsafe partial class CommandEngine
                     if (_state != EngineState.Ready || !_sendQueue.TryPeek(out head))
                         return progressed;
                 }
-                if (_headSent == 0 && head.Type != NbdCommand.Disconnect && RequestPayload(head).IsEmpty && !(blocking && _transport.PrefersBlockingSend))
+                if (!blocking && _headSent == 0 && head.Type != NbdCommand.Disconnect && RequestPayload(head).IsEmpty)
                 {
-                    int gathered = SendGathered(head, ref progressed);
+                    int gathered = SendGathered(ref progressed);
                     if (gathered < 0)
                         return progressed;
                     if (gathered > 0)
@@ -175,12 +175,13 @@ internal sealed unsafe partial class CommandEngine
     private readonly Command?[] _gathered = new Command?[GatherLimit];
 
     /// <summary>
-    /// Requests without a payload (reads, zeroes, block status...) queued one behind another go out in one send, so
-    /// that the server is woken once for them all. Returns how many were sent whole (0 when the head is alone: the
-    /// caller sends it as any other), or -1 when the transport took less than all of them (the rest stay queued; a
-    /// request sent in part is the head, its header kept to finish).
+    /// Requests without a payload (reads, zeroes, block status...) queued one behind another (in a
+    /// <see cref="NbdHandle.BatchRequests"/> scope, or while the socket was full) go out in one send, so that the
+    /// server is woken once for them all. Only where the send must not wait. Returns how many were sent whole (0 when
+    /// the head is alone: the caller sends it as any other), or -1 when the transport took less than all of them (the
+    /// rest stay queued; a request sent in part is the head, its header kept to finish).
     /// </summary>
-    private int SendGathered(Command head, ref bool progressed)
+    private int SendGathered(ref bool progressed)
     {
         int size = ExtendedHeaders ? RequestHeader.ExtendedSize : RequestHeader.CompactSize;
         int count = 0;
@@ -197,21 +198,32 @@ internal sealed unsafe partial class CommandEngine
             }
         }
         if (count < 2)
+        {
+            _gathered[0] = null;
             return 0;
-        int sent = _transport.TrySend(_gather.AsSpan(0, count * size), default);
-        if (sent <= 0)
-            return -1;
+        }
+        int sent, whole;
+        try
+        {
+            sent = _transport.TrySend(_gather.AsSpan(0, count * size), default);
+            if (sent <= 0)
+                return -1;
+            whole = sent / size;
+            lock (_lock)
+            {
+                // A failure on this thread may have emptied the queue meanwhile.
+                for (int i = 0; i < whole && _sendQueue.TryPeek(out Command? still) && still == _gathered[i]; i++)
+                    _sendQueue.Dequeue();
+                _queued = _sendQueue.Count;
+            }
+        }
+        finally
+        {
+            Array.Clear(_gathered);
+        }
         progressed = true;
         Interlocked.Add(ref _bytesSent, sent);
-        int whole = sent / size, part = sent % size;
-        lock (_lock)
-        {
-            // A failure on this thread may have emptied the queue meanwhile.
-            for (int i = 0; i < whole && _sendQueue.TryPeek(out Command? still) && still == _gathered[i]; i++)
-                _sendQueue.Dequeue();
-            _queued = _sendQueue.Count;
-        }
-        Array.Clear(_gathered);
+        int part = sent % size;
         Interlocked.Add(ref _chunksSent, whole);
         if (part == 0)
             return whole == count ? whole : -1;

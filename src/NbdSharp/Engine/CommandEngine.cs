@@ -150,18 +150,17 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         return cmd.Cookie;
     }
 
-    /// <summary>How deep this thread is in processing a batch of replies for an event loop (<see cref="Poll"/>).</summary>
+    /// <summary>How many <see cref="NbdHandle.BatchRequests"/> scopes this thread is in.</summary>
     [ThreadStatic]
     private static int t_batchDepth;
 
-    /// <summary>The engines whose aio requests, issued by callbacks during the batch, wait for its end.</summary>
+    /// <summary>The engines whose aio requests, issued inside the scope, wait for its end.</summary>
     [ThreadStatic]
     private static CommandEngine?[]? t_deferred;
 
     /// <summary>
-    /// Inside a batch of replies, aio requests that callbacks issue (the next reads of a copy, on this or another
-    /// connection) are sent together when the batch ends: one send and one wake-up of the server for them all.
-    /// False (send now) outside a batch, or when too many connections wait already.
+    /// Inside a <see cref="NbdHandle.BatchRequests"/> scope, an aio request is queued and its engine noted, to be sent
+    /// when the outermost scope ends. False (send now) outside one, or when too many engines wait already.
     /// </summary>
     private static bool Defer(CommandEngine engine)
     {
@@ -181,24 +180,18 @@ internal sealed unsafe partial class CommandEngine : IDisposable
         return false;
     }
 
-    /// <summary>Processes a batch of replies, then sends what the callbacks issued meanwhile.</summary>
-    private void StepBatchThenSend()
+    /// <summary>Enters a <see cref="NbdHandle.BatchRequests"/> scope on this thread.</summary>
+    public static void BeginBatch() => t_batchDepth++;
+
+    /// <summary>Leaves one; the outermost sends what every engine held back (as far as each socket takes it).</summary>
+    public static void EndBatch()
     {
-        t_batchDepth++;
-        try
+        if (t_batchDepth == 0 || --t_batchDepth > 0 || t_deferred is not { } deferred)
+            return;
+        for (int i = 0; i < deferred.Length && deferred[i] is { } engine; i++)
         {
-            StepBatch();
-        }
-        finally
-        {
-            if (--t_batchDepth == 0 && t_deferred is { } deferred)
-            {
-                for (int i = 0; i < deferred.Length && deferred[i] is { } engine; i++)
-                {
-                    deferred[i] = null;
-                    engine.TrySendQueued();
-                }
-            }
+            deferred[i] = null;
+            engine.TrySendQueued();
         }
     }
 
