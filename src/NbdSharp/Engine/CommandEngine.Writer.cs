@@ -189,6 +189,9 @@ internal sealed unsafe partial class CommandEngine
         {
             if (_state != EngineState.Ready)
                 return -1;
+            // The head alone (the common case outside a batch): the caller builds and sends it as any other.
+            if (_sendQueue.Count < 2)
+                return 0;
             foreach (Command cmd in _sendQueue)
             {
                 if (count == GatherLimit || cmd.Type == NbdCommand.Disconnect || !RequestPayload(cmd).IsEmpty)
