@@ -426,6 +426,48 @@ public class NbdCopyTests
         Assert.Equal(AllocatedBytes(dir.File("s0ref.img")), AllocatedBytes(dir.File("s0.img")));
     }
 
+    /// <summary>A sparse source file whose data runs cross the 128 MiB work ranges: its holes, found with
+    /// SEEK_DATA/SEEK_HOLE (and the data run SEEK_HOLE walked remembered across ranges), stay holes. With -S 0 nothing
+    /// looks inside the data, so a hole taken for data would be written and allocated.</summary>
+    [Fact]
+    public void SparseFileSource_HolesAcrossWorkRanges_StayHoles()
+    {
+        using var dir = new TempDirectory();
+        string source = dir.File("source.img");
+        using (var stream = new FileStream(source, FileMode.CreateNew, FileAccess.Write))
+        {
+            stream.SetLength(400L << 20);
+            foreach ((long offset, int length, byte value) in new[] { (0L, 1 << 20, (byte)0x11), (127L << 20, 2 << 20, (byte)0x22), (300L << 20, 4096, (byte)0x33) })
+            {
+                stream.Position = offset;
+                stream.Write(Enumerable.Repeat(value, length).ToArray());
+            }
+        }
+        Assert.Equal("0-1048576 133169152-135266304 314572800-314576896", DataRuns(source));
+        // Data is written in whole requests (the 4 KiB run as 256 KiB), as libnbd writes it.
+        Succeeds(ToolProcess.RunLibnbd("nbdcopy", "-S", "0", source, dir.File("ref.img")));
+        string reference = DataRuns(dir.File("ref.img"));
+        Assert.Equal("0-1048576 133169152-135266304 314572800-314834944", reference);
+        foreach (string connections in new[] { "1", "4" })
+        {
+            string ours = dir.File("ours" + connections + ".img");
+            Succeeds(Ours("-S", "0", "-C", connections, source, ours));
+            Assert.Equal("", Peers.Run("cmp", source, ours));
+            Assert.Equal(reference, DataRuns(ours));
+        }
+    }
+
+    /// <summary>A file's data runs as SEEK_DATA/SEEK_HOLE see them, "start-end" in bytes (the file system's own
+    /// blocks, which the allocated size counts too, left out).</summary>
+    private static string DataRuns(string path) => Peers.Run("python3", "-c",
+        "import os,sys\n" +
+        "fd=os.open(sys.argv[1],os.O_RDONLY); o=0; r=[]\n" +
+        "while True:\n" +
+        "  try: d=os.lseek(fd,o,os.SEEK_DATA)\n" +
+        "  except OSError: break\n" +
+        "  o=os.lseek(fd,d,os.SEEK_HOLE); r.append('%d-%d'%(d,o))\n" +
+        "print(' '.join(r))\n", path).Trim();
+
     private static long AllocatedBytes(string path)
     {
         string blocks = Peers.Run("stat", "-c", "%b %B", path).Trim();

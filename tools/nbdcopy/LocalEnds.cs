@@ -15,6 +15,12 @@ internal sealed unsafe class FileEnd : CopyEnd
     private readonly bool _isBlock;
     private readonly bool _seekHole;
     private readonly object _seekLock = new();
+    // A run of data SEEK_HOLE has already walked: [_dataStart, _dataEnd). Finding the next hole walks the page
+    // cache up to it, to the end of a file with none, so a dense file's extents asked range by range cost a walk of
+    // the rest of the file each; ranges inside the known run are answered without a system call. Only data is
+    // remembered: if the file gains a hole during the copy, the range is read and its zeroes found as ever.
+    private long _dataStart;
+    private long _dataEnd;
     private readonly int _sectorSize = 4096;
     private bool _canPunchHole = true;
     private bool _canZeroRange = true;
@@ -45,7 +51,10 @@ internal sealed unsafe class FileEnd : CopyEnd
             Preferred = CopyOptions.IsPowerOfTwo(status.BlockSize) ? status.BlockSize : 4096;
             _canFallocate = true;
         }
-        _seekHole = LibC.Lseek(fd, 0, LibC.SEEK_HOLE) >= 0;
+        long firstHole = LibC.Lseek(fd, 0, LibC.SEEK_HOLE);
+        _seekHole = firstHole >= 0;
+        if (firstHole > 0)
+            _dataEnd = firstHole;
     }
 
     public override bool CanMultiConn => true;
@@ -160,6 +169,13 @@ internal sealed unsafe class FileEnd : CopyEnd
         {
             while (offset < end)
             {
+                if (offset >= _dataStart && offset < _dataEnd)
+                {
+                    long known = Math.Min(_dataEnd, end);
+                    extents.Add(new Extent(offset, known - offset, false));
+                    offset = known;
+                    continue;
+                }
                 long data = LibC.Lseek(_fd, offset, LibC.SEEK_DATA);
                 if (data < 0)
                 {
@@ -176,9 +192,11 @@ internal sealed unsafe class FileEnd : CopyEnd
                 long hole = LibC.Lseek(_fd, offset, LibC.SEEK_HOLE);
                 if (hole < 0)
                     throw Failure("lseek: SEEK_HOLE");
-                hole = Math.Min(hole, end);
                 if (hole <= offset)
                     throw new ToolException(Name + ": lseek: SEEK_HOLE made no progress");
+                _dataStart = offset;
+                _dataEnd = hole;
+                hole = Math.Min(hole, end);
                 extents.Add(new Extent(offset, hole - offset, false));
                 offset = hole;
             }
