@@ -35,10 +35,21 @@ internal sealed class SocketTransport : Transport
     private int _aborted;
     private int _sendBufferSize;
 
+    /// <summary>
+    /// Whether the managed calls wait in poll themselves, on a socket left non-blocking (the portable path, but for
+    /// Windows). Once a .NET socket on Unix has been non-blocking (a connect with a timeout, any asynchronous call),
+    /// its synchronous calls are emulated by .NET's socket engine, which hands readiness to the thread pool: a
+    /// synchronous call would then wait for a pool thread, for ever when the pool is saturated. Non-blocking calls
+    /// and <see cref="Socket.Poll(TimeSpan, SelectMode)"/> are plain system calls.
+    /// </summary>
+    private static readonly bool WaitsInPoll = !UseLibC && !OperatingSystem.IsWindows();
+
     public SocketTransport(Socket socket)
     {
         _socket = socket;
         _handle = socket.SafeHandle;
+        if (WaitsInPoll)
+            socket.Blocking = false;
         if (socket.ProtocolType == ProtocolType.Tcp)
             socket.NoDelay = true;
         else if (socket.AddressFamily == AddressFamily.Unix)
@@ -173,10 +184,18 @@ internal sealed class SocketTransport : Transport
     {
         try
         {
-            int n = ManagedSocket.Receive(buffer, SocketFlags.None, out SocketError error);
-            if (error != SocketError.Success)
-                throw Failure("recv", SocketErrors.ToErrno(error));
-            return n;
+            while (true)
+            {
+                int n = ManagedSocket.Receive(buffer, SocketFlags.None, out SocketError error);
+                if (error == SocketError.WouldBlock && WaitsInPoll)
+                {
+                    ManagedSocket.Poll(Timeout.InfiniteTimeSpan, SelectMode.SelectRead);
+                    continue;
+                }
+                if (error != SocketError.Success)
+                    throw Failure("recv", SocketErrors.ToErrno(error));
+                return n;
+            }
         }
         catch (ObjectDisposedException e)
         {
@@ -223,6 +242,11 @@ internal sealed class SocketTransport : Transport
             while (!data.IsEmpty)
             {
                 int n = ManagedSocket.Send(data, SocketFlags.None, out SocketError error);
+                if (error == SocketError.WouldBlock && WaitsInPoll)
+                {
+                    ManagedSocket.Poll(Timeout.InfiniteTimeSpan, SelectMode.SelectWrite);
+                    continue;
+                }
                 if (error != SocketError.Success)
                     throw Failure("send", SocketErrors.ToErrno(error));
                 data = data[n..];
