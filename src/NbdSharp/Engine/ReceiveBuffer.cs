@@ -8,14 +8,16 @@ using NbdSharp.Transport;
 namespace NbdSharp.Engine;
 
 /// <summary>
-/// What the reader has received and not yet consumed: one <c>recv</c> into a 256 KiB buffer usually brings many
+/// What the reader has received and not yet consumed: one <c>recv</c> into a 64 KiB buffer usually brings many
 /// replies, which are parsed in place; payload remainders of 32 KiB or more go straight into the caller's memory.
+/// 64 KiB holds fifteen 4 KiB read replies; 256 KiB measured no faster at 16 or 64 requests in flight, and a
+/// connection's buffer is touched whole sooner or later, so it counts in the process's memory (docs/benchmarks.md).
 /// After such a large payload the next header is read with a small <c>recv</c>, so that the bulk of the next reply's
 /// data is not received here only to be copied out again. Used only by the thread holding the reader role.
 /// </summary>
 internal sealed unsafe class ReceiveBuffer
 {
-    private const int Size = 256 * 1024;
+    private const int Size = 64 * 1024;
 
     /// <summary>Payload remainders at least this large are received straight into the destination.</summary>
     private const int DirectReceiveThreshold = 32 * 1024;
