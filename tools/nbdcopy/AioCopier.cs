@@ -24,25 +24,11 @@ internal sealed class AioCopier
     private readonly CopyEnd _destination;
     private readonly CopyOptions _options;
     private readonly ProgressBar _progress;
-    // A request's worth of zeroes, for a destination that cannot zero: made the first time one cannot, so that a
-    // copy that never needs it does not carry it (it is a large-object allocation that stays until the process ends).
-    private byte[]? _zeroes;
     private readonly object _rangeLock = new();
     private readonly CancellationTokenSource _failed = new();
     private long _nextOffset;
     private Worker[] _workers = [];
     private string? _failure;
-
-    private byte[] Zeroes
-    {
-        get
-        {
-            if (Volatile.Read(ref _zeroes) is { } zeroes)
-                return zeroes;
-            Interlocked.CompareExchange(ref _zeroes, new byte[_options.RequestSize], null);
-            return _zeroes!;
-        }
-    }
 
     public AioCopier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
     {
@@ -542,8 +528,8 @@ internal sealed class AioCopier
             Interlocked.Decrement(ref slot.Pending);
             while (length > 0)
             {
-                int chunk = (int)Math.Min(length, _copier.Zeroes.Length);
-                Write(slot, _copier.Zeroes.AsMemory(0, chunk), offset);
+                int chunk = (int)Math.Min(length, _copier._options.RequestSize);
+                Write(slot, ZeroBuffer.Get(_copier._options.RequestSize).AsMemory(0, chunk), offset);
                 offset += chunk;
                 length -= chunk;
             }

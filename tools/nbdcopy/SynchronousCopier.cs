@@ -1,7 +1,6 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
-using System.Threading;
 
 namespace NbdSharp.Tools.Copy;
 
@@ -15,20 +14,6 @@ internal sealed class SynchronousCopier
     private readonly CopyEnd _destination;
     private readonly CopyOptions _options;
     private readonly ProgressBar _progress;
-    // A request's worth of zeroes, for a destination that cannot zero: made the first time one cannot, so that a
-    // copy that never needs it does not carry it (it is a large-object allocation that stays until the process ends).
-    private byte[]? _zeroes;
-
-    private byte[] Zeroes
-    {
-        get
-        {
-            if (Volatile.Read(ref _zeroes) is { } zeroes)
-                return zeroes;
-            Interlocked.CompareExchange(ref _zeroes, new byte[_options.RequestSize], null);
-            return _zeroes!;
-        }
-    }
 
     public SynchronousCopier(CopyEnd source, CopyEnd destination, CopyOptions options, ProgressBar progress)
     {
@@ -154,8 +139,8 @@ internal sealed class SynchronousCopier
         }
         while (length > 0)
         {
-            int chunk = (int)Math.Min(length, Zeroes.Length);
-            Write(Zeroes.AsSpan(0, chunk), offset);
+            int chunk = (int)Math.Min(length, _options.RequestSize);
+            Write(ZeroBuffer.Get(_options.RequestSize).AsSpan(0, chunk), offset);
             offset += chunk;
             length -= chunk;
         }
