@@ -380,11 +380,11 @@ public sealed unsafe partial class NbdHandle
                 uint? id = null;
                 if (export.MetaValid)
                 {
-                    foreach (KeyValuePair<uint, string> negotiated in export.MetaContexts)
+                    foreach (NegotiatedContext negotiated in export.MetaContexts)
                     {
-                        if (string.Equals(negotiated.Value, name, StringComparison.Ordinal))
+                        if (string.Equals(negotiated.Name, name, StringComparison.Ordinal))
                         {
-                            id = negotiated.Key;
+                            id = negotiated.Id;
                             break;
                         }
                     }

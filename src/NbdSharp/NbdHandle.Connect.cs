@@ -2,11 +2,14 @@ using System;
 using System.Collections.Generic;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 using NbdSharp.Engine;
 using NbdSharp.Negotiation;
+using NbdSharp.Protocol;
 using NbdSharp.Transport;
 
 namespace NbdSharp;
@@ -303,6 +306,7 @@ public sealed partial class NbdHandle
         StartPending(connect, null);
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask ConnectUriCoreAsync(string call, string uri, bool async, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(uri);
@@ -430,6 +434,7 @@ public sealed partial class NbdHandle
     /// Opens a transport and runs the handshake, up to the transmission phase or, in opt mode, to the
     /// negotiating state. Any failure leaves the handle dead, as in libnbd; the transport is closed.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask ConnectCoreAsync(string call, bool async, Opener open, CancellationToken cancellationToken)
     {
         lock (_stateLock)
@@ -509,9 +514,7 @@ public sealed partial class NbdHandle
     private void EnterTransmission(Negotiator negotiator)
     {
         NegotiatedExport export = negotiator.Export;
-        var contexts = new System.Collections.Generic.Dictionary<uint, string>();
-        foreach (var context in export.MetaContexts)
-            contexts[context.Key] = context.Value;
+        NegotiatedContext[] contexts = export.MetaContexts.ToArray();
         byte[] leftover = negotiator.Leftover.ToArray();
         Transport.Transport transport = negotiator.Transport;
         negotiator.Dispose();

@@ -114,9 +114,9 @@ public sealed partial class NbdHandle
             requested = _metaContexts.Count > 0;
         if (export == null || (requested && !export.MetaValid))
             Throw(call, Errno.EINVAL, "need a successful server meta context request first");
-        foreach (var context in export.MetaContexts)
+        foreach (NegotiatedContext context in export.MetaContexts)
         {
-            if (string.Equals(context.Value, metacontext, StringComparison.Ordinal))
+            if (string.Equals(context.Name, metacontext, StringComparison.Ordinal))
                 return true;
         }
         return false;

@@ -1,7 +1,9 @@
 using System;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 using NbdSharp.Negotiation;
 using NbdSharp.Protocol;
 
@@ -231,6 +233,7 @@ public sealed partial class NbdHandle
             return _metaContexts.ToArray();
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private async ValueTask<bool> GoBody(Negotiator negotiator, bool async, CancellationToken cancellationToken)
     {
         if (negotiator.IsFixedNewstyle)
@@ -241,12 +244,14 @@ public sealed partial class NbdHandle
         return true;
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private static async ValueTask<bool> InfoBody(Negotiator negotiator, bool async, CancellationToken cancellationToken)
     {
         await negotiator.GoAsync(async, NbdOption.Info, abortOnFailure: false, cancellationToken).ConfigureAwait(false);
         return true;
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private async ValueTask<bool> AbortBody(Negotiator negotiator, bool async, CancellationToken cancellationToken)
     {
         if (!negotiator.IsFixedNewstyle)
@@ -324,6 +329,7 @@ public sealed partial class NbdHandle
     /// Runs an option and settles the handle's state: back to negotiating after a success or a refusal by the
     /// server (unless the option moved on to transmission or closed), dead after any other failure.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private async ValueTask<T> OptionAsync<T>(Negotiator negotiator, OptionBody<T> body, bool async)
     {
         using var deadline = new ConnectDeadline(this, GetConnectTimeout(), () => negotiator.Transport, CancellationToken.None);

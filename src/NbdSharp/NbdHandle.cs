@@ -1,8 +1,10 @@
 using System;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 using NbdSharp.Diagnostics;
 using NbdSharp.Engine;
 using NbdSharp.Negotiation;
@@ -178,6 +180,7 @@ public sealed partial class NbdHandle : IDisposable, IAsyncDisposable
     public ValueTask DisposeAsync() => CloseAsync(async: true);
 
     /// <summary>Closes the handle, once; with <paramref name="async"/> false it completes synchronously.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask CloseAsync(bool async)
     {
         CommandEngine? engine;

@@ -25,12 +25,13 @@ public partial class ArchitectureTests
     {
         [Vocabulary] = [],
         ["Protocol"] = [],
+        ["Async"] = [],
         ["Diagnostics"] = [Vocabulary],
-        ["Transport"] = [Vocabulary, "Protocol"],
-        ["Tls"] = [Vocabulary, "Protocol", "Transport"],
-        ["Negotiation"] = [Vocabulary, "Protocol", "Transport", "Tls", "Diagnostics"],
-        ["Engine"] = [Vocabulary, "Protocol", "Transport", "Diagnostics"],
-        [Facade] = [Vocabulary, "Protocol", "Transport", "Tls", "Negotiation", "Engine", "Diagnostics"],
+        ["Transport"] = [Vocabulary, "Protocol", "Async"],
+        ["Tls"] = [Vocabulary, "Protocol", "Transport", "Async"],
+        ["Negotiation"] = [Vocabulary, "Protocol", "Transport", "Tls", "Diagnostics", "Async"],
+        ["Engine"] = [Vocabulary, "Protocol", "Transport", "Diagnostics", "Async"],
+        [Facade] = [Vocabulary, "Protocol", "Transport", "Tls", "Negotiation", "Engine", "Diagnostics", "Async"],
     };
 
     /// <summary>The transports Engine and Negotiation may name: the abstraction, never a concrete one.</summary>

@@ -110,13 +110,13 @@ internal sealed class AioCopier
         private readonly int _connection;
         private readonly Slot[] _slots;
         private readonly object _lock = new();
-        private readonly Queue<Extent> _items = new();
+        private readonly ExtentList _items = new();
         private readonly Stack<Slot> _idle = new();
         private readonly ManualResetEventSlim _wake = new(false);
-        private readonly List<Extent> _extents = [];
+        private readonly ExtentList _extents = new();
         // A range's requests, cut before they are queued under the lock: reused, so that a long copy allocates
         // nothing per range (a new list each time was 12 KiB per 128 MiB of garbage that no collection ever came for).
-        private readonly List<Extent> _cut = [];
+        private readonly ExtentList _cut = new();
         private readonly List<NbdHandle> _polled = new(2);
         private readonly bool _discard;
         private readonly RequestBuffers _buffers;
@@ -329,7 +329,7 @@ internal sealed class AioCopier
                 _copier._source.GetExtents(_connection, offset, count, _extents);
             else
                 CopyEnd.DefaultExtents(offset, count, _extents);
-            List<Extent> items = _cut;
+            ExtentList items = _cut;
             items.Clear();
             int index = 0;
             long zeroStart = -1;
@@ -358,11 +358,11 @@ internal sealed class AioCopier
             lock (_lock)
             {
                 foreach (Extent item in items)
-                    _items.Enqueue(item);
+                    _items.Add(item);
             }
         }
 
-        private static bool OnlyZeroes(List<Extent> extents, ref int index, long offset, long length)
+        private static bool OnlyZeroes(ExtentList extents, ref int index, long offset, long length)
         {
             while (index + 1 < extents.Count && extents[index + 1].Offset <= offset)
                 index++;

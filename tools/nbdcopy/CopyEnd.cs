@@ -1,5 +1,4 @@
 using System;
-using System.Collections.Generic;
 
 namespace NbdSharp.Tools.Copy;
 
@@ -65,10 +64,10 @@ internal abstract class CopyEnd : IDisposable
 
     /// <summary>Replaces <paramref name="extents"/> with the extents of <c>[offset, offset + count)</c>, in order,
     /// covering it exactly. Ends that cannot tell report one data extent.</summary>
-    public virtual void GetExtents(int connection, long offset, long count, List<Extent> extents) =>
+    public virtual void GetExtents(int connection, long offset, long count, ExtentList extents) =>
         DefaultExtents(offset, count, extents);
 
-    public static void DefaultExtents(long offset, long count, List<Extent> extents)
+    public static void DefaultExtents(long offset, long count, ExtentList extents)
     {
         extents.Clear();
         extents.Add(new Extent(offset, count, false));

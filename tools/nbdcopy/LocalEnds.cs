@@ -1,5 +1,4 @@
 using System;
-using System.Collections.Generic;
 using System.IO;
 using Microsoft.Win32.SafeHandles;
 
@@ -156,7 +155,7 @@ internal sealed unsafe class FileEnd : CopyEnd
         return false;
     }
 
-    public override void GetExtents(int connection, long offset, long count, List<Extent> extents)
+    public override void GetExtents(int connection, long offset, long count, ExtentList extents)
     {
         if (!_seekHole)
         {

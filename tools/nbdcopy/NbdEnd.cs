@@ -106,7 +106,7 @@ internal sealed class NbdEnd : CopyEnd
         return true;
     }
 
-    public override void GetExtents(int connection, long offset, long count, List<Extent> extents)
+    public override void GetExtents(int connection, long offset, long count, ExtentList extents)
     {
         extents.Clear();
         ExtentCollector collector = _collectors[connection];
@@ -179,7 +179,7 @@ internal sealed class NbdEnd : CopyEnd
 
         public Extent64Callback Callback { get; }
 
-        public List<Extent> Found { get; } = [];
+        public ExtentList Found { get; } = new();
 
         public long End { get; private set; }
 

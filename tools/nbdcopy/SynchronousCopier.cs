@@ -1,5 +1,4 @@
 using System;
-using System.Collections.Generic;
 using System.IO;
 
 namespace NbdSharp.Tools.Copy;
@@ -51,7 +50,7 @@ internal sealed class SynchronousCopier
             }
         }
 
-        var extents = new List<Extent>();
+        var extents = new ExtentList();
         while (offset < _source.Size)
         {
             // Extents are asked for a work unit at a time, as the multi-connection copy asks (libnbd's synchronous

@@ -10,8 +10,9 @@ internal sealed unsafe partial class CommandEngine
 
     /// <summary>Scratch for one chunk's descriptors; grows only as bytes arrive, never by a length the server claims.</summary>
     private byte[] _statusBuffer = [];
-    private uint[] _narrowEntries = [];
-    private NbdExtent[] _wideEntries = [];
+    // Made on first use (an empty array of these is .NET generic code that precompiled code cannot hold).
+    private uint[]? _narrowEntries;
+    private NbdExtent[]? _wideEntries;
 
     private void HandleBlockStatus(Command cmd, bool wide, ulong length)
     {
@@ -29,7 +30,8 @@ internal sealed unsafe partial class CommandEngine
         uint contextId = BlockStatusChunk.ReadContextId(payload);
         if (wide && BlockStatusChunk.ReadDescriptorCount(payload) != (uint)count)
             throw Violation("server sent a block status chunk whose descriptor count does not match its length");
-        if (!_metaContexts.TryGetValue(contextId, out string? context))
+        string? context = ContextName(contextId);
+        if (context == null)
             throw Violation($"server sent block status for metadata context id {contextId}, which was not negotiated");
         cmd.StatusChunks++;
         ReadOnlySpan<byte> descriptors = payload[prefix..];
@@ -62,19 +64,19 @@ internal sealed unsafe partial class CommandEngine
         int result = 0;
         if (cmd.Extent64 != null)
         {
-            if (_wideEntries.Length < count)
-                _wideEntries = new NbdExtent[Math.Max(count, _wideEntries.Length * 2)];
+            if (_wideEntries == null || _wideEntries.Length < count)
+                _wideEntries = new NbdExtent[Math.Max(count, (_wideEntries?.Length ?? 0) * 2)];
             for (int i = 0; i < count; i++)
             {
                 BlockStatusChunk.ReadDescriptor(descriptors[(i * descriptorSize)..], wide, out ulong length, out ulong flags);
                 _wideEntries[i] = new NbdExtent(length, flags);
             }
-            result = Callbacks.InvokeExtent64(cmd.Extent64, context, cmd.Offset, _wideEntries.AsSpan(0, count), ref error);
+            result = Callbacks.InvokeExtent64(cmd.Extent64, context, cmd.Offset, new ReadOnlySpan<NbdExtent>(_wideEntries, 0, count), ref error);
         }
         else if (cmd.Extent != null)
         {
-            if (_narrowEntries.Length < count * 2)
-                _narrowEntries = new uint[Math.Max(count * 2, _narrowEntries.Length * 2)];
+            if (_narrowEntries == null || _narrowEntries.Length < count * 2)
+                _narrowEntries = new uint[Math.Max(count * 2, (_narrowEntries?.Length ?? 0) * 2)];
             int delivered = 0;
             for (int i = 0; i < count; i++)
             {
@@ -101,7 +103,7 @@ internal sealed unsafe partial class CommandEngine
                 if (stop)
                     break;
             }
-            result = Callbacks.InvokeExtent(cmd.Extent, context, cmd.Offset, _narrowEntries.AsSpan(0, delivered * 2), ref error);
+            result = Callbacks.InvokeExtent(cmd.Extent, context, cmd.Offset, new ReadOnlySpan<uint>(_narrowEntries, 0, delivered * 2), ref error);
         }
         if (result == -1 && cmd.Error == 0)
             cmd.SetError(error != 0 ? error : Errno.EPROTO, FailureKind.Callback, null);
@@ -130,5 +132,16 @@ internal sealed unsafe partial class CommandEngine
             return big.AsSpan(0, length);
         }
         return payload;
+    }
+
+    /// <summary>The name of the negotiated context <paramref name="id"/>, or null when none has that id.</summary>
+    private string? ContextName(uint id)
+    {
+        foreach (NegotiatedContext context in _metaContexts)
+        {
+            if (context.Id == id)
+                return context.Name;
+        }
+        return null;
     }
 }

@@ -1,6 +1,5 @@
 using System;
 using System.Buffers.Binary;
-using System.Collections.Generic;
 using System.Globalization;
 using System.Threading;
 using NbdSharp.Protocol;
@@ -14,7 +13,7 @@ internal sealed unsafe partial class CommandEngine
     /// <summary>libnbd's bound: the largest read we ask for plus its offset prefix; anything longer kills the connection.</summary>
     private const ulong MaxChunkLength = NbdProtocol.MaxRequestSize + OffsetDataChunk.PrefixSize;
 
-    private readonly IReadOnlyDictionary<uint, string> _metaContexts;
+    private readonly NegotiatedContext[] _metaContexts;
     private readonly ReceiveBuffer _input;
     private volatile bool _midReply;
     private long _chunksReceived;

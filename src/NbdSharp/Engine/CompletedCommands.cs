@@ -12,15 +12,16 @@ internal sealed class CompletedCommands
 {
     private readonly Dictionary<ulong, Command> _byCookie = new();
 
-    /// <summary>Cookies in completion order; retired ones are skipped when met.</summary>
-    private readonly Queue<ulong> _order = new();
+    /// <summary>Cookies in completion order; retired ones are skipped when met. Made on first use: most handles never
+    /// hold a completed command, and this is .NET generic code compiled at run time when ReadyToRun code starts.</summary>
+    private Queue<ulong>? _order;
 
     public int Count => _byCookie.Count;
 
     public void Add(Command cmd)
     {
         _byCookie.Add(cmd.Cookie, cmd);
-        _order.Enqueue(cmd.Cookie);
+        (_order ??= new Queue<ulong>()).Enqueue(cmd.Cookie);
     }
 
     /// <summary>Takes the completed command of <paramref name="cookie"/> out of the table, if it is there.</summary>
@@ -29,7 +30,7 @@ internal sealed class CompletedCommands
     /// <summary>The cookie of the oldest completed command not yet retired, or 0.</summary>
     public ulong Peek()
     {
-        while (_order.TryPeek(out ulong cookie))
+        while (_order != null && _order.TryPeek(out ulong cookie))
         {
             if (_byCookie.ContainsKey(cookie))
                 return cookie;
@@ -44,7 +45,7 @@ internal sealed class CompletedCommands
         var all = new Command[_byCookie.Count];
         _byCookie.Values.CopyTo(all, 0);
         _byCookie.Clear();
-        _order.Clear();
+        _order?.Clear();
         return all;
     }
 }

@@ -1,4 +1,5 @@
-using System.Collections.Generic;
+using NbdSharp.Protocol;
+
 
 namespace NbdSharp.Engine;
 
@@ -12,8 +13,8 @@ internal sealed class ConnectionInfo
     /// <summary>Bytes the handshake read past its end (normally none): the start of the first reply.</summary>
     public byte[] Leftover { get; init; } = [];
 
-    /// <summary>Negotiated metadata contexts by id, for naming block status chunks.</summary>
-    public IReadOnlyDictionary<uint, string> MetaContexts { get; init; } = new Dictionary<uint, string>();
+    /// <summary>Negotiated metadata contexts, for naming block status chunks by id (a handful: searched in order).</summary>
+    public NegotiatedContext[] MetaContexts { get; init; } = [];
 }
 
 /// <summary>The engine's view of the connection.</summary>

@@ -1,4 +1,5 @@
 using System.Collections.Generic;
+using NbdSharp.Protocol;
 
 namespace NbdSharp.Negotiation;
 
@@ -43,7 +44,7 @@ internal sealed class NegotiatedExport
     public string? Description { get; set; }
 
     /// <summary>Contexts selected by the last NBD_OPT_SET_META_CONTEXT, in reply order.</summary>
-    public List<KeyValuePair<uint, string>> MetaContexts { get; } = [];
+    public List<NegotiatedContext> MetaContexts { get; } = [];
 
     /// <summary>Whether <see cref="MetaContexts"/> reflects a successful request (libnbd's meta_valid).</summary>
     public bool MetaValid { get; set; }

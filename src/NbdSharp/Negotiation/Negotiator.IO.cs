@@ -1,9 +1,11 @@
 using System;
 using System.Buffers.Binary;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 using NbdSharp.Protocol;
 using NbdSharp.Transport;
 
@@ -13,6 +15,10 @@ namespace NbdSharp.Negotiation;
 internal sealed partial class Negotiator
 {
     private bool _payloadSkipped;
+
+    /// <summary>The header <see cref="ReceiveOptionReplyAsync"/> read last (a field, not the task's result: a task of
+    /// this struct would be .NET generic code compiled at run time, see SyncPathBuilder).</summary>
+    private OptionReplyHeader _reply;
 
     /// <summary>Input read ahead from the server: one receive usually brings a whole reply sequence.</summary>
     private byte[] _input = System.Buffers.ArrayPool<byte>.Shared.Rent(InputBufferSize);
@@ -79,6 +85,7 @@ internal sealed partial class Negotiator
     }
 
     /// <summary>Sends everything gathered so far.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask FlushAsync(bool async, CancellationToken cancellationToken)
     {
         int count = _outputLength;
@@ -101,7 +108,8 @@ internal sealed partial class Negotiator
     /// Reads an option reply header for <paramref name="option"/>, checks the lengths the protocol fixes, and
     /// reads its payload into the buffer (or skips an informational payload too large to be useful).
     /// </summary>
-    private async ValueTask<OptionReplyHeader> ReceiveOptionReplyAsync(bool async, NbdOption option, CancellationToken cancellationToken)
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
+    private async ValueTask ReceiveOptionReplyAsync(bool async, NbdOption option, CancellationToken cancellationToken)
     {
         await ReceiveAsync(async, OptionReplyHeader.Size, cancellationToken).ConfigureAwait(false);
         if (!OptionReplyHeader.TryRead(_buffer, out OptionReplyHeader reply) || reply.Option != option)
@@ -133,7 +141,7 @@ internal sealed partial class Negotiator
         {
             await ReceiveAsync(async, (int)length, cancellationToken).ConfigureAwait(false);
         }
-        return reply;
+        _reply = reply;
     }
 
     /// <summary>
@@ -228,6 +236,7 @@ internal sealed partial class Negotiator
     private static int Utf8Length(string text) => Encoding.UTF8.GetByteCount(text);
 
     /// <summary>Makes the next <paramref name="count"/> bytes of the server's stream the start of the message buffer.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask ReceiveAsync(bool async, int count, CancellationToken cancellationToken)
     {
         await FillAsync(async, count, cancellationToken).ConfigureAwait(false);
@@ -236,6 +245,7 @@ internal sealed partial class Negotiator
     }
 
     /// <summary>Consumes and discards <paramref name="count"/> bytes of the server's stream.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask SkipAsync(bool async, uint count, CancellationToken cancellationToken)
     {
         while (count > 0)
@@ -248,6 +258,7 @@ internal sealed partial class Negotiator
     }
 
     /// <summary>Reads from the server until at least <paramref name="count"/> bytes are buffered (taking whatever else has arrived).</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask FillAsync(bool async, int count, CancellationToken cancellationToken)
     {
         if (_inputEnd - _inputStart >= count)

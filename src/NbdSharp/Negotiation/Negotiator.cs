@@ -1,8 +1,10 @@
 using System;
 using System.Buffers.Binary;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 using NbdSharp.Diagnostics;
 using NbdSharp.Protocol;
 
@@ -80,6 +82,7 @@ internal sealed partial class Negotiator : IDisposable
     /// true when the handle should wait in the negotiating state. Throws <see cref="NbdException"/> if the server
     /// cannot give us the export.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<bool> RunAsync(bool async, bool optMode, CancellationToken cancellationToken)
     {
         bool newstyle = await GreetingAsync(async, cancellationToken).ConfigureAwait(false);
@@ -113,6 +116,7 @@ internal sealed partial class Negotiator : IDisposable
     /// Reads the greeting. For oldstyle, reads the rest of the oldstyle header and returns false (the
     /// export is known); for newstyle, agrees the handshake flags and returns true.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<bool> GreetingAsync(bool async, CancellationToken cancellationToken)
     {
         await ReceiveAsync(async, Greeting.Size, cancellationToken).ConfigureAwait(false);
@@ -157,11 +161,13 @@ internal sealed partial class Negotiator : IDisposable
     /// that refuses leaves the connection in plaintext, unless TLS is required, in which case the handshake is
     /// abandoned with ENOTSUP (libnbd). Everything negotiated before TLS is forgotten, as the spec requires.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<bool> StartTlsAsync(bool async, CancellationToken cancellationToken)
     {
         BeginOption(NbdOption.StartTls, 0);
         await FlushAsync(async, cancellationToken).ConfigureAwait(false);
-        OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.StartTls, cancellationToken).ConfigureAwait(false);
+        await ReceiveOptionReplyAsync(async, NbdOption.StartTls, cancellationToken).ConfigureAwait(false);
+        OptionReplyHeader reply = _reply;
         if (reply.Type == OptionReplyType.Ack)
         {
             if (Export.TlsNegotiated)
@@ -199,11 +205,13 @@ internal sealed partial class Negotiator : IDisposable
     }
 
     /// <summary>NBD_OPT_EXTENDED_HEADERS. Returns whether the server accepted (which implies structured replies).</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<bool> ExtendedHeadersAsync(bool async, CancellationToken cancellationToken)
     {
         BeginOption(NbdOption.ExtendedHeaders, 0);
         await FlushAsync(async, cancellationToken).ConfigureAwait(false);
-        OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.ExtendedHeaders, cancellationToken).ConfigureAwait(false);
+        await ReceiveOptionReplyAsync(async, NbdOption.ExtendedHeaders, cancellationToken).ConfigureAwait(false);
+        OptionReplyHeader reply = _reply;
         if (reply.Type == OptionReplyType.Ack)
         {
             Debug("negotiated extended headers on this connection");
@@ -217,11 +225,13 @@ internal sealed partial class Negotiator : IDisposable
     }
 
     /// <summary>NBD_OPT_STRUCTURED_REPLY. Returns whether the server accepted.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<bool> StructuredReplyAsync(bool async, CancellationToken cancellationToken)
     {
         BeginOption(NbdOption.StructuredReply, 0);
         await FlushAsync(async, cancellationToken).ConfigureAwait(false);
-        OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.StructuredReply, cancellationToken).ConfigureAwait(false);
+        await ReceiveOptionReplyAsync(async, NbdOption.StructuredReply, cancellationToken).ConfigureAwait(false);
+        OptionReplyHeader reply = _reply;
         if (reply.Type == OptionReplyType.Ack)
         {
             Debug("negotiated structured replies on this connection");
@@ -238,6 +248,7 @@ internal sealed partial class Negotiator : IDisposable
     /// selection. With <paramref name="strict"/> false (automatic use while connecting), an error reply is
     /// ignored as libnbd does; otherwise it is thrown. Returns the number of contexts selected.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<int> SetMetaContextAsync(bool async, System.Collections.Generic.IReadOnlyList<string> queries,
         ContextCallback? callback, bool strict, CancellationToken cancellationToken)
     {
@@ -248,7 +259,8 @@ internal sealed partial class Negotiator : IDisposable
 
         while (true)
         {
-            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.SetMetaContext, cancellationToken).ConfigureAwait(false);
+            await ReceiveOptionReplyAsync(async, NbdOption.SetMetaContext, cancellationToken).ConfigureAwait(false);
+            OptionReplyHeader reply = _reply;
             if (reply.Type == OptionReplyType.Ack)
             {
                 Export.MetaValid = true;
@@ -259,7 +271,7 @@ internal sealed partial class Negotiator : IDisposable
                 if (!MetaContextReply.TryRead(Payload(reply), out uint id, out string name))
                     throw Violation("handshake: invalid NBD_REP_META_CONTEXT reply length");
                 Debug("negotiated " + name + " with context ID " + id.ToString(CultureInfo.InvariantCulture));
-                Export.MetaContexts.Add(new(id, name));
+                Export.MetaContexts.Add(new NegotiatedContext(id, name));
                 callback?.Invoke(name);
                 continue;
             }
@@ -278,6 +290,7 @@ internal sealed partial class Negotiator : IDisposable
     /// it throws with the server's own message, after NBD_OPT_ABORT when <paramref name="abortOnFailure"/>
     /// (a normal connect; in opt mode the caller may try something else).
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     public async ValueTask GoAsync(bool async, NbdOption option, bool abortOnFailure, CancellationToken cancellationToken)
     {
         if (Settings.RequestMetaContext)
@@ -306,7 +319,8 @@ internal sealed partial class Negotiator : IDisposable
 
         while (true)
         {
-            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, option, cancellationToken).ConfigureAwait(false);
+            await ReceiveOptionReplyAsync(async, option, cancellationToken).ConfigureAwait(false);
+            OptionReplyHeader reply = _reply;
             switch (reply.Type)
             {
                 case OptionReplyType.Info:
@@ -335,6 +349,7 @@ internal sealed partial class Negotiator : IDisposable
     }
 
     /// <summary>NBD_OPT_LIST: calls <paramref name="callback"/> with each export's name and description; returns their number.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<int> ListAsync(bool async, ListCallback callback, CancellationToken cancellationToken)
     {
         BeginOption(NbdOption.List, 0);
@@ -342,7 +357,8 @@ internal sealed partial class Negotiator : IDisposable
         int count = 0;
         while (true)
         {
-            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.List, cancellationToken).ConfigureAwait(false);
+            await ReceiveOptionReplyAsync(async, NbdOption.List, cancellationToken).ConfigureAwait(false);
+            OptionReplyHeader reply = _reply;
             if (reply.Type == OptionReplyType.Ack)
                 return count;
             if (reply.Type == OptionReplyType.Server)
@@ -367,6 +383,7 @@ internal sealed partial class Negotiator : IDisposable
     /// NBD_OPT_LIST_META_CONTEXT for <paramref name="queries"/> on the current export name: calls
     /// <paramref name="callback"/> with each context the server offers; returns their number. Selects nothing.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public async ValueTask<int> ListMetaContextAsync(bool async, System.Collections.Generic.IReadOnlyList<string> queries,
         ContextCallback? callback, CancellationToken cancellationToken)
     {
@@ -375,7 +392,8 @@ internal sealed partial class Negotiator : IDisposable
         int count = 0;
         while (true)
         {
-            OptionReplyHeader reply = await ReceiveOptionReplyAsync(async, NbdOption.ListMetaContext, cancellationToken).ConfigureAwait(false);
+            await ReceiveOptionReplyAsync(async, NbdOption.ListMetaContext, cancellationToken).ConfigureAwait(false);
+            OptionReplyHeader reply = _reply;
             if (reply.Type == OptionReplyType.Ack)
                 return count;
             if (reply.Type == OptionReplyType.MetaContext)
@@ -404,6 +422,7 @@ internal sealed partial class Negotiator : IDisposable
     }
 
     /// <summary>NBD_OPT_EXPORT_NAME: the old way to enter transmission; the server closes the connection on failure.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     public async ValueTask ExportNameAsync(bool async, CancellationToken cancellationToken)
     {
         BeginOption(NbdOption.ExportName, Utf8Length(Settings.ExportName));
@@ -427,6 +446,7 @@ internal sealed partial class Negotiator : IDisposable
     }
 
     /// <summary>NBD_OPT_ABORT: a soft disconnect during negotiation. The server's reply, if any, is not awaited.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     public async ValueTask AbortAsync(bool async, CancellationToken cancellationToken)
     {
         try
@@ -487,7 +507,8 @@ internal sealed partial class Negotiator : IDisposable
     /// <summary>libnbd's nbd_internal_set_size_and_flags: validates and records what the server said.</summary>
     private void SetSizeAndFlags(ulong exportSize, ushort flags)
     {
-        Debug($"exportsize: {exportSize} eflags: 0x{flags:x}");
+        if (_log.Enabled)
+            Debug($"exportsize: {exportSize} eflags: 0x{flags:x}");
         // libnbd's errno for this one is EINVAL, not EPROTO: kept so that callers see the same errno.
         if (flags == 0)
             throw Violation("handshake: invalid eflags == 0 from server", Errno.EINVAL);

@@ -2,10 +2,12 @@ using System;
 using System.Globalization;
 using System.IO;
 using System.Net.Security;
+using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 using NbdSharp.Transport;
 using Org.BouncyCastle.Security;
 using Org.BouncyCastle.Tls;
@@ -38,6 +40,7 @@ internal static class TlsUpgrade
             : StartX509Async(inner, credentials, protocols, async, cancellationToken);
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private static async ValueTask<Transport.Transport> StartX509Async(Transport.Transport inner, TlsCredentials credentials,
         SslProtocols protocols, bool async, CancellationToken cancellationToken)
     {
@@ -79,6 +82,7 @@ internal static class TlsUpgrade
             () => new ValueTask(ssl.ShutdownAsync()));
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private static async ValueTask<Transport.Transport> StartPskAsync(Transport.Transport inner, TlsCredentials credentials,
         SslProtocols protocols, bool async, CancellationToken cancellationToken)
     {

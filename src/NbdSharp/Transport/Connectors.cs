@@ -4,10 +4,12 @@ using System.Globalization;
 using System.IO;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Versioning;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 
 namespace NbdSharp.Transport;
 
@@ -15,6 +17,7 @@ namespace NbdSharp.Transport;
 internal static class Connectors
 {
     /// <summary>Connects to a Unix domain socket.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public static async ValueTask<OpenedTransport> ConnectUnixAsync(string path, bool async, string call, CancellationToken cancellationToken)
     {
         if (!async && SocketTransport.UseLibC && path.Length > 0 && path[0] != '\0')
@@ -112,6 +115,7 @@ internal static class Connectors
     /// Resolves <paramref name="host"/> and connects to <paramref name="port"/> (a number or the service name
     /// "nbd"), trying each address in turn as libnbd does.
     /// </summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public static async ValueTask<OpenedTransport> ConnectTcpAsync(string host, string port, bool async, string call, CancellationToken cancellationToken)
     {
         int portNumber = ParsePort(port, call);
@@ -154,6 +158,7 @@ internal static class Connectors
     }
 
     /// <summary>Connects to a raw address (libnbd's nbd_aio_connect with a sockaddr): a Unix or IP end point.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     public static async ValueTask<OpenedTransport> ConnectEndPointAsync(EndPoint endPoint, bool async, string call, CancellationToken cancellationToken)
     {
         switch (endPoint)
@@ -434,6 +439,7 @@ internal static class Connectors
     }
 
     /// <summary>Creates a stream socket and connects it; the socket is closed if connecting fails.</summary>
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private static async ValueTask<Transport> ConnectAsync(EndPoint endPoint, ProtocolType protocol, bool async, CancellationToken cancellationToken)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, protocol);

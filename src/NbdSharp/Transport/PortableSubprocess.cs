@@ -3,8 +3,10 @@ using System.Collections.Generic;
 using System.ComponentModel;
 using System.Diagnostics;
 using System.IO;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 
 namespace NbdSharp.Transport;
 
@@ -81,6 +83,7 @@ internal sealed class PortableSubprocess : ChildServer
         return true;
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     public override async ValueTask ReapAsync(TimeSpan grace, bool terminate, bool async)
     {
         if (Interlocked.Exchange(ref _reaped, 1) != 0)
@@ -118,6 +121,7 @@ internal sealed class PortableSubprocess : ChildServer
         }
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder<>))]
     private async ValueTask<bool> ExitedWithin(TimeSpan time, bool async)
     {
         if (!async)

@@ -1,10 +1,12 @@
 using System;
 using System.Collections;
 using System.Collections.Generic;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
+using NbdSharp.Async;
 
 namespace NbdSharp.Transport;
 
@@ -185,6 +187,7 @@ internal sealed class Subprocess : ChildServer
         return false;
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     public override async ValueTask ReapAsync(TimeSpan grace, bool terminate, bool async)
     {
         if (Interlocked.Exchange(ref _reaped, 1) != 0)
@@ -199,6 +202,7 @@ internal sealed class Subprocess : ChildServer
         }
     }
 
+    [AsyncMethodBuilder(typeof(SyncPathBuilder))]
     private async ValueTask WaitForExitAsync(TimeSpan grace, bool terminate, bool async)
     {
         if (terminate)
