@@ -1,5 +1,5 @@
 using System;
-using System.CommandLine;
+using System.Linq;
 using NbdSharp.Tools;
 using Xunit;
 
@@ -64,53 +64,75 @@ public class ToolSupportTests
     [InlineData("1.5M")]
     public void HumanSize_Parse_Refuses(string text) => Assert.False(HumanSize.TryParse(text, out _, out _));
 
-    private static (ToolCommandLine, Option<string>, Option<bool>, Option<string>, Argument<string[]>) Sample()
+    private static (ToolCommandLine, ToolOption, ToolOption, ToolOption) Sample()
     {
-        var map = new Option<string>("--map");
-        var json = new Option<bool>("--json");
-        var can = new Option<string>("--can", "--is");
-        var rest = new Argument<string[]>("endpoint") { Arity = ArgumentArity.ZeroOrMore };
-        var root = new RootCommand("test") { map, json, can, rest };
-        var line = new ToolCommandLine("test", root);
-        line.OptionalValue("--map", "base:allocation");
-        return (line, map, json, can, rest);
+        var map = new ToolOption("--map") { OptionalValue = true };
+        var json = ToolOption.Flag("--json");
+        var can = ToolOption.WithValue("--can", "--is");
+        var line = new ToolCommandLine("test", map, json, can);
+        return (line, map, json, can);
     }
 
     [Fact]
     public void Getopt_OptionalValue_NeedsEquals()
     {
-        var (line, map, json, _, rest) = Sample();
-        ParseResult result = line.Parse(["--map", "nbd://h", "--json"])!;
-        Assert.Equal("base:allocation", result.GetValue(map));
-        Assert.True(result.GetValue(json));
-        Assert.Equal(["nbd://h"], result.GetValue(rest)!);
+        var (line, map, json, _) = Sample();
+        ToolArguments result = line.Parse(["--map", "nbd://h", "--json"])!;
+        Assert.True(result.Has(map));
+        Assert.Null(result.Value(map));
+        Assert.True(result.Has(json));
+        Assert.Equal(["nbd://h"], result.Positionals);
         result = line.Parse(["--map=qemu:allocation-depth", "nbd://h"])!;
-        Assert.Equal("qemu:allocation-depth", result.GetValue(map));
+        Assert.Equal("qemu:allocation-depth", result.Value(map));
+        // The last one wins, with or without its value.
+        Assert.Null(line.Parse(["--map=x", "--map"])!.Value(map));
     }
 
     [Fact]
     public void Getopt_AttachedShortValue_DoesNotTakeTheNextWord()
     {
-        var n = new Option<string>("--length", "-n");
-        var v = new Option<bool>("-V");
-        var rest = new Argument<string[]>("endpoint") { Arity = ArgumentArity.ZeroOrMore };
-        var line = new ToolCommandLine("test", new RootCommand("test") { n, v, rest });
-        ParseResult result = line.Parse(["-Vn10", "nbd://h"])!;
-        Assert.Equal("10", result.GetValue(n));
-        Assert.True(result.GetValue(v));
-        Assert.Equal(["nbd://h"], result.GetValue(rest)!);
+        var n = ToolOption.WithValue("--length", "-n");
+        var v = ToolOption.Flag("-V");
+        var line = new ToolCommandLine("test", n, v);
+        ToolArguments result = line.Parse(["-Vn10", "nbd://h"])!;
+        Assert.Equal("10", result.Value(n));
+        Assert.True(result.Has(v));
+        Assert.Equal(["nbd://h"], result.Positionals);
         result = line.Parse(["-n", "10", "nbd://h"])!;
-        Assert.Equal("10", result.GetValue(n));
-        Assert.Equal(["nbd://h"], result.GetValue(rest)!);
+        Assert.Equal("10", result.Value(n));
+        Assert.Equal(["nbd://h"], result.Positionals);
+        // A separate value is taken as it is, even when it looks like an option; the last one wins.
+        result = line.Parse(["-n", "-V", "--length=3", "x", "--length", "--json"])!;
+        Assert.Equal("--json", result.Value(n));
+        Assert.False(result.Has(v));
+        Assert.Equal(["x"], result.Positionals);
+    }
+
+    [Fact]
+    public void Getopt_PrefixesBundlesAndTheEndOfOptions()
+    {
+        var check = ToolOption.Flag("--check", "-c");
+        var connections = ToolOption.WithValue("--connections", "-C");
+        var colour = ToolOption.Flag("--color", "--colour");
+        var quiet = ToolOption.Flag("--quiet", "-q");
+        var line = new ToolCommandLine("test", check, connections, colour, quiet);
+        ToolArguments result = line.Parse(["--conn=4", "--che", "-qc", "--col", "a", "--", "-q", "--check", "-"])!;
+        Assert.Equal("4", result.Value(connections));
+        Assert.True(result.Has(check));
+        Assert.True(result.Has(quiet));
+        Assert.True(result.Has(colour)); // "--col" names two spellings of one option: not ambiguous
+        Assert.Equal(["a", "-q", "--check", "-"], result.Positionals);
+        Assert.Equal([check, quiet, check, colour], result.Uses.Select(use => use.Option).Skip(1));
+        Assert.Same(colour, result.Last(check, colour));
+        Assert.Same(check, result.First(colour, check));
     }
 
     [Fact]
     public void Getopt_BracketGroupsAnywhere_LeaveAPlaceholder()
     {
-        var rest = new Argument<string[]>("endpoints") { Arity = ArgumentArity.ZeroOrMore };
-        var line = new ToolCommandLine("test", new RootCommand("test") { rest }) { BracketGroupsAnywhere = true };
-        ParseResult result = line.Parse(["--", "[", "nbdkit", "null", "1M", "]", "out.img", "[", "qemu-nbd", "x", "]"])!;
-        Assert.Equal(["[", "out.img", "["], result.GetValue(rest)!);
+        var line = new ToolCommandLine("test") { BracketGroupsAnywhere = true };
+        ToolArguments result = line.Parse(["--", "[", "nbdkit", "null", "1M", "]", "out.img", "[", "qemu-nbd", "x", "]"])!;
+        Assert.Equal(["[", "out.img", "["], result.Positionals);
         Assert.Equal(2, line.ServerCommands.Count);
         Assert.Equal(["nbdkit", "null", "1M"], line.ServerCommands[0]);
         Assert.Equal(["qemu-nbd", "x"], line.ServerCommands[1]);
@@ -119,21 +141,31 @@ public class ToolSupportTests
     [Fact]
     public void Getopt_ServerCommand_InBrackets()
     {
-        var (line, _, _, can, rest) = Sample();
-        ParseResult result = line.Parse(["--can", "flush", "--", "[", "nbdkit", "-r", "memory", "1M", "]"])!;
-        Assert.Equal("flush", result.GetValue(can));
-        Assert.Empty(result.GetValue(rest)!);
+        var (line, _, _, can) = Sample();
+        ToolArguments result = line.Parse(["--can", "flush", "--", "[", "nbdkit", "-r", "memory", "1M", "]"])!;
+        Assert.Equal("flush", result.Value(can));
+        Assert.Empty(result.Positionals);
         Assert.Equal(["nbdkit", "-r", "memory", "1M"], line.ServerCommand);
-        ServerEndpoint endpoint = ServerEndpoint.FromCommandLine(line.ServerCommand, result.GetValue(rest)!, "usage");
+        ServerEndpoint endpoint = ServerEndpoint.FromCommandLine(line.ServerCommand, result.Positionals, "usage");
         Assert.Null(endpoint.Uri);
         Assert.Equal("[ nbdkit -r memory 1M ]", endpoint.ToString());
     }
 
     [Fact]
-    public void Getopt_Errors_AreOneLine()
+    public void Getopt_Errors_AreGetoptsOneLine()
     {
-        var (line, _, _, _, _) = Sample();
+        var (line, _, _, _) = Sample();
         Assert.Equal("unrecognized option '--nope'", Assert.Throws<ToolException>(() => line.Parse(["--nope", "x"])).Message);
+        Assert.Equal("unrecognized option '--nope=1'", Assert.Throws<ToolException>(() => line.Parse(["--nope=1"])).Message);
+        Assert.Equal("invalid option -- 'x'", Assert.Throws<ToolException>(() => line.Parse(["-x"])).Message);
+        Assert.Equal("option '--can' requires an argument", Assert.Throws<ToolException>(() => line.Parse(["--ca"])).Message);
+        Assert.Equal("option '--json' doesn't allow an argument", Assert.Throws<ToolException>(() => line.Parse(["--json=yes"])).Message);
+        var n = ToolOption.WithValue("--length", "-n");
+        var other = ToolOption.Flag("--list");
+        var shortLine = new ToolCommandLine("test", n, other);
+        Assert.Equal("option requires an argument -- 'n'", Assert.Throws<ToolException>(() => shortLine.Parse(["-n"])).Message);
+        Assert.Equal("option '--l' is ambiguous; possibilities: '--length' '--list'",
+            Assert.Throws<ToolException>(() => shortLine.Parse(["--l", "1"])).Message);
         Assert.Contains("']'", Assert.Throws<ToolException>(() => line.Parse(["[", "nbdkit"])).Message, StringComparison.Ordinal);
         Assert.Throws<ToolException>(() => ServerEndpoint.FromCommandLine(null, [], "need an NBD URI"));
         Assert.Equal("need an NBD URI", Assert.Throws<ToolException>(() => ServerEndpoint.FromCommandLine(null, ["a", "b"], "need an NBD URI")).Message);

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.CommandLine;
 using System.Globalization;
 
 namespace NbdSharp.Tools.Copy;
@@ -53,105 +52,97 @@ internal sealed class CopyOptions
     /// <exception cref="ToolException">A bad command line.</exception>
     public static CopyOptions? Parse(string[] args)
     {
-        // Declared in libnbd's order, so that --long-options and --short-options list them as it does.
-        var help = new Option<bool>("--help");
-        var allocated = new Option<bool>("--allocated");
-        var blkhash = new Option<string>("--blkhash");
-        var blkhashFile = new Option<string>("--blkhash-file");
-        var connections = new Option<string>("--connections", "-C");
-        var destinationIsZero = new Option<bool>("--destination-is-zero");
-        var flush = new Option<bool>("--flush");
-        var noExtents = new Option<bool>("--no-extents");
-        var progress = new Option<bool>("--progress", "-p");
-        var progressFd = new Option<string>("--progress-fd") { Hidden = true };
-        var queueSize = new Option<string>("--queue-size");
-        var requestSize = new Option<string>("--request-size");
-        var requests = new Option<string>("--requests", "-R");
-        var sparse = new Option<string>("--sparse", "-S");
-        var synchronous = new Option<bool>("--synchronous");
-        var targetIsZero = new Option<bool>("--target-is-zero");
-        var threads = new Option<string>("--threads", "-T");
-        var timeout = new Option<string>("--timeout");
-        var verbose = new Option<bool>("--verbose", "-v");
-        var version = new Option<bool>("--version", "-V");
-        var endpoints = new Argument<string[]>("SOURCE DESTINATION") { Arity = ArgumentArity.ZeroOrMore };
-        var root = new RootCommand("Copy to and from an NBD server")
+        // Declared in libnbd's order, so that --long-options and --short-options list them as it does. --progress
+        // takes an optional =FD (getopt's optional argument); -p never takes one.
+        var help = ToolOption.Flag("--help");
+        var allocated = ToolOption.Flag("--allocated");
+        var blkhash = new ToolOption("--blkhash") { OptionalValue = true };
+        var blkhashFile = ToolOption.WithValue("--blkhash-file");
+        var connections = ToolOption.WithValue("--connections", "-C");
+        var destinationIsZero = ToolOption.Flag("--destination-is-zero");
+        var flush = ToolOption.Flag("--flush");
+        var noExtents = ToolOption.Flag("--no-extents");
+        var progress = new ToolOption("--progress") { OptionalValue = true };
+        var progressShort = ToolOption.Flag("-p");
+        var queueSize = ToolOption.WithValue("--queue-size");
+        var requestSize = ToolOption.WithValue("--request-size");
+        var requests = ToolOption.WithValue("--requests", "-R");
+        var sparse = ToolOption.WithValue("--sparse", "-S");
+        var synchronous = ToolOption.Flag("--synchronous");
+        var targetIsZero = ToolOption.Flag("--target-is-zero");
+        var threads = ToolOption.WithValue("--threads", "-T");
+        var timeout = ToolOption.WithValue("--timeout");
+        var verbose = ToolOption.Flag("--verbose", "-v");
+        var version = ToolOption.Flag("--version", "-V");
+        var commandLine = new ToolCommandLine("nbdcopy",
+            help, allocated, blkhash, blkhashFile, connections, destinationIsZero, flush, noExtents, progress, progressShort, queueSize,
+            requestSize, requests, sparse, synchronous, targetIsZero, threads, timeout, verbose, version)
         {
-            help, allocated, blkhash, blkhashFile, connections, destinationIsZero, flush, noExtents, progress, progressFd, queueSize, requestSize,
-            requests, sparse, synchronous, targetIsZero, threads, timeout, verbose, version, endpoints,
+            BracketGroupsAnywhere = true,
         };
-        var commandLine = new ToolCommandLine("nbdcopy", root) { BracketGroupsAnywhere = true };
-        commandLine.OptionalValue("--blkhash", "sha256");
 
-        // getopt's optional argument: --progress=FD carries a file descriptor, --progress and -p do not.
-        var words = new List<string>(args.Length);
-        bool endOfOptions = false;
-        foreach (string arg in args)
-        {
-            if (arg == "--")
-                endOfOptions = true;
-            if (!endOfOptions && arg.StartsWith("--progress=", StringComparison.Ordinal))
-                words.Add("--progress-fd=" + arg["--progress=".Length..]);
-            else
-                words.Add(arg);
-        }
-
-        ParseResult? result = commandLine.Parse(words);
+        ToolArguments? result = commandLine.Parse(args);
         if (result == null)
             return null;
         if (commandLine.PrintedHelpOrVersion(result, help, version, HelpText))
             return null;
 
-        string[] positionals = result.GetValue(endpoints) ?? [];
-        if (positionals.Length != 2)
+        IReadOnlyList<string> positionals = result.Positionals;
+        if (positionals.Count != 2)
             throw new ToolException(Usage);
         int group = 0;
         IReadOnlyList<string>? sourceCommand = positionals[0] == "[" ? commandLine.ServerCommands[group++] : null;
         IReadOnlyList<string>? destinationCommand = positionals[1] == "[" ? commandLine.ServerCommands[group++] : null;
 
-        string? fdText = result.GetValue(progressFd);
+        // libnbd keeps the FD of any --progress=FD, whatever follows.
+        string? fdText = null;
+        foreach (ToolOptionUse use in result.Uses)
+        {
+            if (use.Option == progress && use.Value != null)
+                fdText = use.Value;
+        }
         var options = new CopyOptions
         {
-            Allocated = result.GetValue(allocated),
-            DestinationIsZero = result.GetValue(destinationIsZero) || result.GetValue(targetIsZero),
-            Extents = !result.GetValue(noExtents),
-            Flush = result.GetValue(flush),
-            Progress = result.GetValue(progress) || fdText != null,
+            Allocated = result.Has(allocated),
+            DestinationIsZero = result.Has(destinationIsZero) || result.Has(targetIsZero),
+            Extents = !result.Has(noExtents),
+            Flush = result.Has(flush),
+            Progress = result.Has(progress) || result.Has(progressShort),
             ProgressFd = fdText == null ? -1 : ParseProgressFd(fdText),
-            Synchronous = result.GetValue(synchronous),
-            Verbose = result.GetValue(verbose),
-            BlockHash = result.GetValue(blkhash) is string digest ? BlockHash.Parse(digest) : null,
-            BlockHashFile = result.GetValue(blkhashFile),
+            Synchronous = result.Has(synchronous),
+            Verbose = result.Has(verbose),
+            BlockHash = result.Has(blkhash) ? BlockHash.Parse(result.Value(blkhash) ?? "sha256") : null,
+            BlockHashFile = result.Value(blkhashFile),
             Source = sourceCommand == null ? positionals[0] : null,
             SourceCommand = sourceCommand,
             Destination = destinationCommand == null ? positionals[1] : null,
             DestinationCommand = destinationCommand,
         };
-        if (result.GetValue(connections) is string c)
+        if (result.Value(connections) is string c)
         {
             options.Connections = ParseUnsigned("--connections", c);
             if (options.Connections == 0)
                 throw new ToolException("--connections: could not parse: " + c);
         }
-        if (result.GetValue(requests) is string r)
+        if (result.Value(requests) is string r)
         {
             uint value = ParseUnsigned("--requests", r);
             if (value == 0)
                 throw new ToolException("--requests: could not parse: " + r);
             options.MaxRequests = value;
         }
-        if (result.GetValue(timeout) is string seconds)
+        if (result.Value(timeout) is string seconds)
             options.Timeout = ToolCommandLine.ParseTimeout(seconds);
-        if (result.GetValue(threads) is string t)
+        if (result.Value(threads) is string t)
             options.Threads = ParseUnsigned("--threads", t);
-        if (result.GetValue(queueSize) is string q)
+        if (result.Value(queueSize) is string q)
         {
             long value = ParseSize("--queue-size", q);
             if (value > uint.MaxValue)
                 throw new ToolException("--queue-size is too large: " + q);
             options.QueueSize = value;
         }
-        if (result.GetValue(requestSize) is string rs)
+        if (result.Value(requestSize) is string rs)
         {
             long value = ParseSize("--request-size", rs);
             if (value < MinRequestSize || value > MaxRequestSize || !IsPowerOfTwo(value))
@@ -161,7 +152,7 @@ internal sealed class CopyOptions
             }
             options.RequestSize = (int)value;
         }
-        if (result.GetValue(sparse) is string s)
+        if (result.Value(sparse) is string s)
         {
             long value = ParseSize("--sparse", s);
             if (value != 0 && (value < 512 || value > uint.MaxValue || !IsPowerOfTwo(value)))

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.CommandLine;
 
 namespace NbdSharp.Tools.Discard;
 
@@ -31,23 +30,18 @@ internal sealed record DiscardOptions(ServerEndpoint Endpoint, bool Zero, bool F
     public static DiscardOptions? Parse(string program, IReadOnlyList<string> args)
     {
         // Declared in the order of their long names, which is the order --long-options lists them.
-        var check = new Option<bool>("--check", "-c");
-        var fastZero = new Option<bool>("--fast-zero");
-        var help = new Option<bool>("--help", "-h");
-        var length = new Option<string>("--length", "-l");
-        var offset = new Option<string>("--offset", "-o");
-        var quiet = new Option<bool>("--quiet", "-q");
-        var verbose = new Option<bool>("--verbose", "-v");
-        var version = new Option<bool>("--version", "-V");
-        var yes = new Option<bool>("--yes", "-y");
-        var zero = new Option<bool>("--zero", "-z");
-        var uris = new Argument<string[]>("NBD-URI") { Arity = ArgumentArity.ZeroOrMore };
-        var root = new RootCommand("Discard or zero a range of a Network Block Device.")
-        {
-            check, fastZero, help, length, offset, quiet, verbose, version, yes, zero, uris,
-        };
-        var commandLine = new ToolCommandLine(program, root);
-        ParseResult? result;
+        var check = ToolOption.Flag("--check", "-c");
+        var fastZero = ToolOption.Flag("--fast-zero");
+        var help = ToolOption.Flag("--help", "-h");
+        var length = ToolOption.WithValue("--length", "-l");
+        var offset = ToolOption.WithValue("--offset", "-o");
+        var quiet = ToolOption.Flag("--quiet", "-q");
+        var verbose = ToolOption.Flag("--verbose", "-v");
+        var version = ToolOption.Flag("--version", "-V");
+        var yes = ToolOption.Flag("--yes", "-y");
+        var zero = ToolOption.Flag("--zero", "-z");
+        var commandLine = new ToolCommandLine(program, check, fastZero, help, length, offset, quiet, verbose, version, yes, zero);
+        ToolArguments? result;
         try
         {
             result = commandLine.Parse(args);
@@ -58,37 +52,42 @@ internal sealed record DiscardOptions(ServerEndpoint Endpoint, bool Zero, bool F
         }
         if (result == null)
             return null;
-        if (result.GetValue(help))
+        if (result.Has(help))
         {
             Console.Out.Write(Help(program));
             return null;
         }
-        if (result.GetValue(version))
+        if (result.Has(version))
         {
             string extra = NbdHandle.GetVersionExtra();
             Console.WriteLine(program + " " + NbdHandle.GetVersion() + (extra.Length == 0 ? "" : " (" + extra + ")"));
             return null;
         }
 
-        ServerEndpoint endpoint = ReadEndpoint(commandLine.ServerCommand, result.GetValue(uris) ?? []);
-        bool verboseMode = result.GetValue(verbose);
-        bool zeroMode = result.GetValue(zero) || program == "nbdzero";
-        if (result.GetValue(fastZero) && !zeroMode)
+        ServerEndpoint endpoint = ReadEndpoint(commandLine.ServerCommand, result.Positionals);
+        bool verboseMode = result.Has(verbose);
+        bool zeroMode = result.Has(zero) || program == "nbdzero";
+        if (result.Has(fastZero) && !zeroMode)
         {
             if (verboseMode)
                 Console.WriteLine("--fast implies --zero");
             zeroMode = true;
         }
-        return new DiscardOptions(endpoint, zeroMode, result.GetValue(fastZero), result.GetValue(check), result.GetValue(quiet),
-            verboseMode, result.GetValue(yes), Size(result.GetValue(offset)), Size(result.GetValue(length)));
+        return new DiscardOptions(endpoint, zeroMode, result.Has(fastZero), result.Has(check), result.Has(quiet),
+            verboseMode, result.Has(yes), Size(result.Value(offset)), Size(result.Value(length)));
     }
 
-    private static ServerEndpoint ReadEndpoint(IReadOnlyList<string>? serverCommand, string[] uris)
+    private static ServerEndpoint ReadEndpoint(IReadOnlyList<string>? serverCommand, IReadOnlyList<string> uris)
     {
         int expected = serverCommand == null ? 1 : 0;
-        if (uris.Length > expected)
-            throw new ToolException("unrecognized arguments: " + string.Join(' ', uris[expected..]), UsageExitCode);
-        if (uris.Length < expected)
+        if (uris.Count > expected)
+        {
+            var extra = new string[uris.Count - expected];
+            for (int i = 0; i < extra.Length; i++)
+                extra[i] = uris[expected + i];
+            throw new ToolException("unrecognized arguments: " + string.Join(' ', extra), UsageExitCode);
+        }
+        if (uris.Count < expected)
             throw new ToolException("NBD-URI is required.  See --help or nbddiscard(1) man page.");
         return ServerEndpoint.FromCommandLine(serverCommand, uris, "NBD-URI is required.");
     }

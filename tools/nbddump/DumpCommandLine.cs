@@ -1,8 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.CommandLine;
-using System.CommandLine.Parsing;
-using System.Linq;
 
 namespace NbdSharp.Tools.Dump;
 
@@ -59,28 +56,22 @@ internal static class DumpCommandLine
     {
         // Declared in libnbd's order, which --long-options and --short-options print: -V is separate from
         // --version so that it comes last among the short options, as in libnbd's "n:o:V".
-        var help = new Option<bool>("--help");
-        var version = new Option<bool>("--version");
-        var colour = new Option<bool>("--color", "--colors", "--colour", "--colours");
-        var noColour = new Option<bool>("--no-color", "--no-colors", "--no-colour", "--no-colours");
+        var help = ToolOption.Flag("--help");
+        var version = ToolOption.Flag("--version");
+        var colour = ToolOption.Flag("--color", "--colors", "--colour", "--colours");
+        var noColour = ToolOption.Flag("--no-color", "--no-colors", "--no-colour", "--no-colours");
         // Repeatable, as getopt lets them be: the last one counts.
-        var length = new Option<string[]>("--length", "--limit", "-n") { Arity = ArgumentArity.OneOrMore };
-        var offset = new Option<string[]>("--offset", "--skip", "-o") { Arity = ArgumentArity.OneOrMore };
-        var shortVersion = new Option<bool>("-V");
-        var endpoint = new Argument<string[]>("NBD") { Arity = ArgumentArity.ZeroOrMore };
-        var root = new RootCommand("Hexdump the content of an NBD export")
-        {
-            help, version, colour, noColour, length, offset, shortVersion, endpoint,
-        };
-        var commandLine = new ToolCommandLine(Program, root);
+        var length = ToolOption.WithValue("--length", "--limit", "-n");
+        var offset = ToolOption.WithValue("--offset", "--skip", "-o");
+        var shortVersion = ToolOption.Flag("-V");
+        var commandLine = new ToolCommandLine(Program, help, version, colour, noColour, length, offset, shortVersion);
 
-        ParseResult? result = commandLine.Parse(args);
+        ToolArguments? result = commandLine.Parse(args);
         if (result == null)
             return null;
         // getopt acts on the first of them: "--version --help" prints the version.
-        Token? first = result.Tokens.FirstOrDefault(token => token.Type == TokenType.Option &&
-            (Names(help, token.Value) || Names(version, token.Value) || Names(shortVersion, token.Value)));
-        if (first != null && Names(help, first.Value))
+        ToolOption? first = result.First(help, version, shortVersion);
+        if (first == help)
         {
             Console.Write(HelpText.ReplaceLineEndings("\n"));
             return null;
@@ -93,11 +84,13 @@ internal static class DumpCommandLine
             return null;
         }
 
+        // The last of --color and --no-color wins; without either, colour when stdout is a terminal.
+        ToolOption? colourOption = result.Last(colour, noColour);
         return new DumpOptions(
-            ServerEndpoint.FromCommandLine(commandLine.ServerCommand, result.GetValue(endpoint) ?? [], UsageHint),
-            ParseSize(result.GetValue(offset)?.LastOrDefault(), "--offset", 0),
-            ParseSize(result.GetValue(length)?.LastOrDefault(), "--length", ulong.MaxValue),
-            WantsColour(result, colour, noColour));
+            ServerEndpoint.FromCommandLine(commandLine.ServerCommand, result.Positionals, UsageHint),
+            ParseSize(result.Value(offset), "--offset", 0),
+            ParseSize(result.Value(length), "--length", ulong.MaxValue),
+            colourOption == null ? !Console.IsOutputRedirected : colourOption == colour);
     }
 
     private static ulong ParseSize(string? text, string option, ulong unset)
@@ -116,22 +109,4 @@ internal static class DumpCommandLine
         }
         return (ulong)size;
     }
-
-    /// <summary>The last of --color and --no-color wins; without either, colour when stdout is a terminal.</summary>
-    private static bool WantsColour(ParseResult result, Option<bool> colour, Option<bool> noColour)
-    {
-        bool wanted = !Console.IsOutputRedirected;
-        foreach (Token token in result.Tokens)
-        {
-            if (token.Type != TokenType.Option)
-                continue;
-            if (Names(colour, token.Value))
-                wanted = true;
-            else if (Names(noColour, token.Value))
-                wanted = false;
-        }
-        return wanted;
-    }
-
-    private static bool Names(Option option, string name) => option.Name == name || option.Aliases.Contains(name);
 }

@@ -1,5 +1,4 @@
 using System;
-using System.CommandLine;
 
 namespace NbdSharp.Tools.Info;
 
@@ -34,46 +33,41 @@ internal sealed class InfoOptions
     /// <exception cref="ToolException">A bad command line.</exception>
     public static InfoOptions? Parse(string[] args)
     {
-        var help = new Option<bool>("--help");
-        var version = new Option<bool>("--version", "-V");
-        var can = new Option<string>("--can", "--has", "--have", "--is");
-        var cannot = new Option<string>("--cannot", "--can-not", "--cant", "--hasnot", "--has-not", "--hasnt",
+        var help = ToolOption.Flag("--help");
+        var version = ToolOption.Flag("--version", "-V");
+        var can = ToolOption.WithValue("--can", "--has", "--have", "--is");
+        var cannot = ToolOption.WithValue("--cannot", "--can-not", "--cant", "--hasnot", "--has-not", "--hasnt",
             "--havent", "--havenot", "--have-not", "--isnot", "--is-not", "--isnt");
-        var colour = new Option<bool>("--color", "--colors", "--colour", "--colours");
-        var noColour = new Option<bool>("--no-color", "--no-colors", "--no-colour", "--no-colours");
-        var content = new Option<bool>("--content");
-        var noContent = new Option<bool>("--no-content");
-        var json = new Option<bool>("--json");
-        var list = new Option<bool>("--list", "-L");
-        var map = new Option<string>("--map");
-        var size = new Option<bool>("--size");
-        var totals = new Option<bool>("--totals", "--total");
-        var uri = new Option<bool>("--uri");
-        var timeout = new Option<string>("--timeout");
-        var endpoint = new Argument<string[]>("NBD-URI") { Arity = ArgumentArity.ZeroOrMore };
-        var root = new RootCommand("Display information and metadata about NBD servers and exports")
-        {
-            help, can, cannot, colour, noColour, content, noContent, json, list, map, size, timeout, totals, uri, version, endpoint,
-        };
-        var commandLine = new ToolCommandLine("nbdinfo", root);
-        commandLine.OptionalValue("--map", MetaContext.BaseAllocation);
-        ParseResult? result = commandLine.Parse(args);
+        var colour = ToolOption.Flag("--color", "--colors", "--colour", "--colours");
+        var noColour = ToolOption.Flag("--no-color", "--no-colors", "--no-colour", "--no-colours");
+        var content = ToolOption.Flag("--content");
+        var noContent = ToolOption.Flag("--no-content");
+        var json = ToolOption.Flag("--json");
+        var list = ToolOption.Flag("--list", "-L");
+        var map = new ToolOption("--map") { OptionalValue = true };
+        var size = ToolOption.Flag("--size");
+        var totals = ToolOption.Flag("--totals", "--total");
+        var uri = ToolOption.Flag("--uri");
+        var timeout = ToolOption.WithValue("--timeout");
+        var commandLine = new ToolCommandLine("nbdinfo",
+            help, can, cannot, colour, noColour, content, noContent, json, list, map, size, timeout, totals, uri, version);
+        ToolArguments? result = commandLine.Parse(args);
         if (result == null)
             return null;
         if (commandLine.PrintedHelpOrVersion(result, help, version, HelpText))
             return null;
 
         // The last of --can/--cannot wins, as getopt would leave it.
-        Option? canOption = ToolCommandLine.Last(result, can, cannot);
-        string? feature = canOption == null ? null : result.GetValue((Option<string>)canOption);
+        ToolOption? canOption = result.Last(can, cannot);
+        string? feature = canOption == null ? null : result.Value(canOption);
         bool negated = canOption == cannot;
-        string? mapContext = result.GetValue(map);
-        bool listAll = result.GetValue(list), sizeOnly = result.GetValue(size), uriOnly = result.GetValue(uri);
-        bool totalsWanted = result.GetValue(totals);
+        string? mapContext = result.Has(map) ? result.Value(map) ?? MetaContext.BaseAllocation : null;
+        bool listAll = result.Has(list), sizeOnly = result.Has(size), uriOnly = result.Has(uri);
+        bool totalsWanted = result.Has(totals);
         int modes = (listAll ? 1 : 0) + (feature != null ? 1 : 0) + (mapContext != null ? 1 : 0) + (sizeOnly ? 1 : 0) + (uriOnly ? 1 : 0);
         if (modes > 1)
             throw new ToolException("you cannot use --can, --cannot, --list, --map, --size and --uri together.");
-        bool contentFlag = result.GetValue(content), noContentFlag = result.GetValue(noContent);
+        bool contentFlag = result.Has(content), noContentFlag = result.Has(noContent);
         if (contentFlag && noContentFlag)
             throw new ToolException("you cannot use --content and --no-content together.");
         if (totalsWanted && mapContext == null)
@@ -87,12 +81,12 @@ internal sealed class InfoOptions
         if (feature != null || mapContext != null)
             probe = false;
 
-        Option? colourOption = ToolCommandLine.Last(result, colour, noColour);
+        ToolOption? colourOption = result.Last(colour, noColour);
         bool useColour = colourOption == null ? !Console.IsOutputRedirected : colourOption == colour;
 
         return new InfoOptions
         {
-            Json = result.GetValue(json),
+            Json = result.Has(json),
             Colour = useColour,
             ListAll = listAll,
             SizeOnly = sizeOnly,
@@ -102,8 +96,8 @@ internal sealed class InfoOptions
             Can = feature,
             Cannot = negated,
             Map = mapContext,
-            Endpoint = ServerEndpoint.FromCommandLine(commandLine.ServerCommand, result.GetValue(endpoint) ?? [], Usage),
-            Timeout = result.GetValue(timeout) is string seconds ? ToolCommandLine.ParseTimeout(seconds) : TimeSpan.Zero,
+            Endpoint = ServerEndpoint.FromCommandLine(commandLine.ServerCommand, result.Positionals, Usage),
+            Timeout = result.Value(timeout) is string seconds ? ToolCommandLine.ParseTimeout(seconds) : TimeSpan.Zero,
         };
     }
 

@@ -1,7 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.CommandLine;
-using System.CommandLine.Parsing;
 using System.IO;
 using System.Linq;
 
@@ -77,50 +75,43 @@ internal static class ShellCommandLine
     {
         // Declared so that --long-options and --short-options print libnbd's nbdsh lists, in its (sorted) order: -V is
         // separate from --version so that it comes first among the short options.
-        var shortVersion = new Option<bool>("-V");
-        var baseAllocation = new Option<bool>("--base-allocation");
-        var command = new Option<string[]>("--command", "-c") { Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
-        var noHandle = new Option<bool>("-n");
-        var optMode = new Option<bool>("--opt-mode");
-        var uri = new Option<string[]>("--uri", "-u") { Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
+        var shortVersion = ToolOption.Flag("-V");
+        var baseAllocation = ToolOption.Flag("--base-allocation");
+        var command = ToolOption.WithValue("--command", "-c");
+        var noHandle = ToolOption.Flag("-n");
+        var optMode = ToolOption.Flag("--opt-mode");
+        var uri = ToolOption.WithValue("--uri", "-u");
         // An undocumented synonym of --uri, as in libnbd's nbdsh.
-        var connect = new Option<string[]>("--connect") { Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false, Hidden = true };
-        var verbose = new Option<bool>("--verbose", "-v");
-        var version = new Option<bool>("--version");
-        var help = new Option<bool>("--help", "-h") { Hidden = true };
-        var script = new Argument<string[]>("SCRIPT") { Arity = ArgumentArity.ZeroOrMore };
-        var root = new RootCommand("The NBD shell")
-        {
-            shortVersion, baseAllocation, command, noHandle, optMode, uri, connect, verbose, version, help, script,
-        };
-        var commandLine = new ToolCommandLine(Program, root);
-        ParseResult? result = commandLine.Parse(args);
+        var connect = new ToolOption("--connect") { TakesValue = true, Hidden = true };
+        var verbose = ToolOption.Flag("--verbose", "-v");
+        var version = ToolOption.Flag("--version");
+        var help = new ToolOption("--help", "-h") { Hidden = true };
+        var commandLine = new ToolCommandLine(Program, shortVersion, baseAllocation, command, noHandle, optMode, uri, connect, verbose, version, help);
+        ToolArguments? result = commandLine.Parse(args);
         if (result == null)
             return null;
-        if (result.GetValue(shortVersion))
+        if (result.Has(shortVersion))
             version = shortVersion;
         if (commandLine.PrintedHelpOrVersion(result, help, version, HelpText.ReplaceLineEndings("\n")))
             return null;
 
         var steps = new List<ShellStep>();
-        IReadOnlyList<Token> tokens = result.Tokens;
-        for (int i = 0; i < tokens.Count; i++)
+        foreach (ToolOptionUse use in result.Uses)
         {
-            if (tokens[i].Type != TokenType.Option || i + 1 >= tokens.Count)
-                continue;
-            string name = tokens[i].Value;
-            string value = tokens[i + 1].Value;
-            if (Names(command, name))
-                steps.Add(new ShellStep(ShellStepKind.Code, value == "-" ? Console.In.ReadToEnd() : value, ""));
-            else if (Names(uri, name) || Names(connect, name))
-                steps.Add(new ShellStep(ShellStepKind.Uri, value, ""));
+            if (use.Option == command)
+                steps.Add(new ShellStep(ShellStepKind.Code, use.Value == "-" ? Console.In.ReadToEnd() : use.Value!, ""));
+            else if (use.Option == uri || use.Option == connect)
+                steps.Add(new ShellStep(ShellStepKind.Uri, use.Value!, ""));
         }
-        string[] positional = result.GetValue(script) ?? [];
-        if (positional.Length > 0)
+        IReadOnlyList<string> positional = result.Positionals;
+        if (positional.Count > 0)
             steps.Add(new ShellStep(ShellStepKind.Code, ReadScript(positional[0]), positional[0]));
 
-        var options = new ShellOptions(steps, result.GetValue(noHandle), result.GetValue(baseAllocation), result.GetValue(optMode),
-            result.GetValue(verbose), positional.Skip(1).ToArray());
+        var scriptArgs = new string[Math.Max(0, positional.Count - 1)];
+        for (int i = 0; i < scriptArgs.Length; i++)
+            scriptArgs[i] = positional[i + 1];
+        var options = new ShellOptions(steps, result.Has(noHandle), result.Has(baseAllocation), result.Has(optMode),
+            result.Has(verbose), scriptArgs);
         if (options.NoHandle && (options.BaseAllocation || options.OptMode || steps.Any(step => step.Kind == ShellStepKind.Uri)))
             throw new ToolException("-n option cannot be used with --base-allocation, --opt-mode or --uri");
         return options;
@@ -137,6 +128,4 @@ internal static class ShellCommandLine
             throw new ToolException(path + ": " + e.Message);
         }
     }
-
-    private static bool Names(Option option, string name) => option.Name == name || option.Aliases.Contains(name);
 }
