@@ -54,19 +54,6 @@ public sealed class ToolOption
     /// <summary>Left out of <c>--long-options</c> and <c>--short-options</c>.</summary>
     public bool Hidden { get; init; }
 
-    /// <summary>Whether <paramref name="name"/> is one of its names.</summary>
-    /// <param name="name">A name as typed, e.g. <c>--verbose</c>.</param>
-    /// <returns>Whether it names this option.</returns>
-    public bool HasName(string name)
-    {
-        foreach (string mine in Names)
-        {
-            if (string.Equals(mine, name, StringComparison.Ordinal))
-                return true;
-        }
-        return false;
-    }
-
     /// <inheritdoc/>
     public override string ToString() => Names[0];
 }
@@ -164,9 +151,6 @@ public sealed class ToolCommandLine(string program, params ToolOption[] options)
 {
     private readonly ToolOption[] _options = options ?? throw new ArgumentNullException(nameof(options));
     private readonly List<IReadOnlyList<string>> _serverCommands = [];
-
-    /// <summary>The program name.</summary>
-    public string Program => program;
 
     /// <summary>The words of <c>[ CMD ARGS ... ]</c>, or null when the command line has none.</summary>
     public IReadOnlyList<string>? ServerCommand { get; private set; }

@@ -194,7 +194,7 @@ internal sealed class ExportDisplay(InfoOptions options, Output output)
         {
             return null;
         }
-        string path = Path.Combine(Path.GetTempPath(), "nbdinfo-" + Guid.NewGuid().ToString("N"));
+        string path = Path.Combine(Path.GetTempPath(), "nbdinfo-" + Path.GetRandomFileName());
         try
         {
             File.WriteAllBytes(path, start);

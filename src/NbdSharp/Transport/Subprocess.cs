@@ -34,7 +34,7 @@ internal sealed class Subprocess : ChildServer
     /// fd to a child fd) and with <paramref name="environment"/> in front of the current environment, replacing
     /// any variable of the same name.
     /// </summary>
-    public static unsafe Subprocess Spawn(IReadOnlyList<string> argv, IReadOnlyList<(int ParentFd, int ChildFd)> fdMap,
+    public static unsafe Subprocess Spawn(IReadOnlyList<string> argv, (int ParentFd, int ChildFd)[] fdMap,
         IReadOnlyList<KeyValuePair<string, string>> environment, bool terminateOnClose, string call)
     {
         var variables = new List<string>();
@@ -247,7 +247,10 @@ internal sealed class Subprocess : ChildServer
     /// <summary>NUL-terminated UTF-8 strings and pointer arrays in native memory, freed together.</summary>
     private sealed unsafe class NativeStrings : IDisposable
     {
-        private readonly List<nint> _blocks = [];
+        // An array, not a List<nint>: .NET's generic code over nint is compiled at run time where the library is
+        // ReadyToRun, and nbdinfo starts a child (file(1)) on every run.
+        private nint[] _blocks = new nint[16];
+        private int _count;
 
         public byte** Array(IReadOnlyList<string> values)
         {
@@ -266,15 +269,22 @@ internal sealed class Subprocess : ChildServer
 
         private void* Allocate(int size)
         {
+            if (_count == _blocks.Length)
+            {
+                var bigger = new nint[_blocks.Length * 2];
+                System.Array.Copy(_blocks, bigger, _count);
+                _blocks = bigger;
+            }
             nint block = Marshal.AllocHGlobal(size);
-            _blocks.Add(block);
+            _blocks[_count++] = block;
             return (void*)block;
         }
 
         public void Dispose()
         {
-            foreach (nint block in _blocks)
-                Marshal.FreeHGlobal(block);
+            for (int i = 0; i < _count; i++)
+                Marshal.FreeHGlobal(_blocks[i]);
+            _count = 0;
         }
     }
 }
