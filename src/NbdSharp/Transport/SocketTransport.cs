@@ -425,17 +425,50 @@ internal sealed class SocketTransport : Transport
     }
 
     /// <summary>
-    /// Where libc is not called directly: a send of at most <see cref="Transport.SmallSend"/> bytes once the socket
-    /// reports room (which the kernel does only when much of its buffer is free, so that it does not wait).
+    /// Where libc is not called directly. A non-blocking socket (see <see cref="WaitsInPoll"/>) takes what it has room
+    /// for, as libc's non-blocking sendmsg does, without a poll first. A blocking one (Windows) sends at most
+    /// <see cref="Transport.SmallSend"/> bytes once it reports room (which the kernel does only when much of its
+    /// buffer is free, so that the send does not wait).
     /// </summary>
     private int TrySendManaged(ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
     {
+        if (WaitsInPoll)
+        {
+            int sent = SendWithoutWaiting(first);
+            if (sent == first.Length)
+                sent += SendWithoutWaiting(second);
+            return sent;
+        }
         if (!WaitWritable(0))
             return 0;
         ReadOnlySpan<byte> part = first.IsEmpty ? second : first;
         part = part[..Math.Min(part.Length, SmallSend)];
         SendManaged(part);
         return part.Length;
+    }
+
+    /// <summary>One send on the non-blocking socket: the bytes it took, 0 when it had no room.</summary>
+    private int SendWithoutWaiting(ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty)
+            return 0;
+        try
+        {
+            while (true)
+            {
+                int n = ManagedSocket.Send(data, SocketFlags.None, out SocketError error);
+                if (error == SocketError.Success)
+                    return n;
+                if (error == SocketError.WouldBlock)
+                    return 0;
+                if (error != SocketError.Interrupted)
+                    throw Failure("send", SocketErrors.ToErrno(error));
+            }
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
+        }
     }
 
     private bool Wait(short events, SelectMode mode, int timeoutMs)
