@@ -185,7 +185,9 @@ public class TimeoutTests
         h.SetOptMode(true);
         h.SetRequestExtendedHeaders(false);
         h.SetRequestStructuredReplies(false);
-        h.SetConnectTimeout(TimeSpan.FromMilliseconds(500));
+        // Long enough for the scripted server's greeting to arrive even when the test process's thread pool, which
+        // runs that server, is slow to give it a thread (0.5 s was not, once, in CI); each option gets it anew.
+        h.SetConnectTimeout(TimeSpan.FromSeconds(2));
         h.ConnectUri(server.Uri);
         Assert.True(h.AioIsNegotiating());
         var e = Assert.Throws<NbdConnectionException>(() => h.OptList((_, _) => 0));
