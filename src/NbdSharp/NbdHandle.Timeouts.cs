@@ -7,8 +7,10 @@ namespace NbdSharp;
 /// <summary>Beyond libnbd: timeouts and cancellation, so that a stalled server cannot hang a caller.</summary>
 public sealed partial class NbdHandle
 {
-    private TimeSpan _requestTimeout;
-    private TimeSpan _connectTimeout;
+    // Ticks rather than TimeSpan: a field of a struct from another assembly leaves ReadyToRun code looking up every
+    // field offset of the class at run time (docs/benchmarks.md).
+    private long _requestTimeoutTicks;
+    private long _connectTimeoutTicks;
     private volatile bool _cancelled;
 
     /// <summary>
@@ -25,7 +27,7 @@ public sealed partial class NbdHandle
         CommandEngine? engine;
         lock (_stateLock)
         {
-            _requestTimeout = value;
+            _requestTimeoutTicks = value.Ticks;
             engine = _engine;
         }
         if (engine != null)
@@ -37,7 +39,7 @@ public sealed partial class NbdHandle
     public TimeSpan GetRequestTimeout()
     {
         lock (_stateLock)
-            return _requestTimeout;
+            return TimeSpan.FromTicks(_requestTimeoutTicks);
     }
 
     /// <summary>
@@ -51,7 +53,7 @@ public sealed partial class NbdHandle
     {
         TimeSpan value = CheckTimeout(timeout, "SetConnectTimeout");
         lock (_stateLock)
-            _connectTimeout = value;
+            _connectTimeoutTicks = value.Ticks;
     }
 
     /// <summary>Beyond libnbd: the connect timeout (<see cref="TimeSpan.Zero"/> when there is none).</summary>
@@ -59,7 +61,7 @@ public sealed partial class NbdHandle
     public TimeSpan GetConnectTimeout()
     {
         lock (_stateLock)
-            return _connectTimeout;
+            return TimeSpan.FromTicks(_connectTimeoutTicks);
     }
 
     /// <summary>

@@ -585,12 +585,20 @@ internal sealed class AioCopier
     {
         public Slot(Worker worker, Memory<byte> buffer)
         {
-            Buffer = buffer;
+            _buffer = new BufferBox { Value = buffer };
             OnRead = (ref int error) => worker.ReadDone(this, error);
             OnWrite = (ref int error) => worker.WriteDone(this, error);
         }
 
-        public Memory<byte> Buffer { get; }
+        // In a box of its own, so that Slot's layout is fixed where ReadyToRun compiles nbdcopy (see CopyOptions).
+        private readonly BufferBox _buffer;
+
+        public Memory<byte> Buffer => _buffer.Value;
+
+        private sealed class BufferBox
+        {
+            public Memory<byte> Value;
+        }
 
         public Extent Item;
 

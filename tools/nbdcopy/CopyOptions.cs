@@ -26,7 +26,15 @@ internal sealed class CopyOptions
     public bool Synchronous { get; set; }
 
     /// <summary>--timeout: how long connecting and each request may take (zero: forever).</summary>
-    public TimeSpan Timeout { get; set; }
+    public TimeSpan Timeout
+    {
+        get => TimeSpan.FromTicks(_timeoutTicks);
+        set => _timeoutTicks = value.Ticks;
+    }
+
+    // Ticks, not a TimeSpan field: a class holding a struct of another assembly has no layout ReadyToRun can fix, and
+    // its precompiled code then looks up every field's offset at run time (docs/benchmarks.md).
+    private long _timeoutTicks;
     public uint Threads { get; set; }
     public bool Verbose { get; private init; }
 

@@ -83,7 +83,7 @@ internal static unsafe partial class LibC
 
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     [System.Runtime.Versioning.SupportedOSPlatform("macos")] // struct pollfd and the POLL* bits are the same there
-    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    [LibraryImport("libc", EntryPoint = "poll")] // its errno is never read: a failed poll is retried
     public static partial int Poll(PollFd* fds, nuint count, int timeout);
 
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]

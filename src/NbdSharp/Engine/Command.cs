@@ -40,7 +40,7 @@ internal enum FailureKind : byte
 /// </summary>
 internal sealed unsafe class Command : IValueTaskSource
 {
-    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+    private readonly StructFields _structs = new();
     private int _completed;
     private int _references;
 
@@ -69,7 +69,7 @@ internal sealed unsafe class Command : IValueTaskSource
     public byte* Data;
 
     /// <summary>The pin on a caller's <see cref="Memory{T}"/>, released when the command completes.</summary>
-    public MemoryHandle Pin;
+    public ref MemoryHandle Pin => ref _structs.Pin;
 
     public CommandKind Kind;
 
@@ -118,8 +118,22 @@ internal sealed unsafe class Command : IValueTaskSource
     /// <summary>Cancellation was requested while the reader was busy.</summary>
     public bool CancelPending;
 
-    public CancellationToken CancellationToken;
-    public CancellationTokenRegistration Registration;
+    public ref CancellationToken CancellationToken => ref _structs.CancellationToken;
+    public ref CancellationTokenRegistration Registration => ref _structs.Registration;
+
+    /// <summary>
+    /// The command's fields whose types are structs of .NET's own assemblies, in an object of their own. A class with
+    /// such a field has no layout ReadyToRun can fix when it compiles this library (the struct may change with the
+    /// runtime), so its code would look up the offset of every field of <see cref="Command"/> at run time, on every
+    /// access in the engine's hot path (docs/benchmarks.md).
+    /// </summary>
+    private sealed class StructFields
+    {
+        public ManualResetValueTaskSourceCore<bool> Core = new() { RunContinuationsAsynchronously = true };
+        public MemoryHandle Pin;
+        public CancellationToken CancellationToken;
+        public CancellationTokenRegistration Registration;
+    }
 
     /// <summary>Records the first error only, as libnbd does.</summary>
     public void SetError(int errno, FailureKind kind, string? detail)
@@ -187,16 +201,16 @@ internal sealed unsafe class Command : IValueTaskSource
         Signal.Reset();
         _completed = 0;
         _references = 1;
-        _core.Reset();
+        _structs.Core.Reset();
     }
 
     /// <summary>Adds an owner (the awaiter of an async command) who must <see cref="Release"/> it too.</summary>
-    public void AddReference() => Interlocked.Increment(ref _references);
+    public void AddReference() => Interlocked.Add(ref _references, 1);
 
     /// <summary>Drops one owner; the last returns the command to the pool.</summary>
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) == 0)
+        if (Interlocked.Add(ref _references, -1) == 0)
             Owner.ReturnToPool(this);
     }
 
@@ -212,18 +226,18 @@ internal sealed unsafe class Command : IValueTaskSource
     public void SetAsyncResult(Exception? exception)
     {
         if (exception == null)
-            _core.SetResult(true);
+            _structs.Core.SetResult(true);
         else
-            _core.SetException(exception);
+            _structs.Core.SetException(exception);
     }
 
-    public short Version => _core.Version;
+    public short Version => _structs.Core.Version;
 
     void IValueTaskSource.GetResult(short token)
     {
         try
         {
-            _core.GetResult(token);
+            _structs.Core.GetResult(token);
         }
         finally
         {
@@ -231,8 +245,8 @@ internal sealed unsafe class Command : IValueTaskSource
         }
     }
 
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _structs.Core.GetStatus(token);
 
     void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token,
-        ValueTaskSourceOnCompletedFlags flags) => _core.OnCompleted(continuation, state, token, flags);
+        ValueTaskSourceOnCompletedFlags flags) => _structs.Core.OnCompleted(continuation, state, token, flags);
 }

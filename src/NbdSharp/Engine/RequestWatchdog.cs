@@ -12,7 +12,7 @@ internal sealed class RequestWatchdog : IDisposable
     private readonly Lock _lock = new();
     private readonly Action _check;
     private Timer? _timer;
-    private TimeSpan _timeout;
+    private long _timeoutTicks; // not a TimeSpan: see NbdHandle's timeouts
 
     /// <param name="check">Looks for a command older than <see cref="Timeout"/> (on a timer thread).</param>
     public RequestWatchdog(Action check)
@@ -26,7 +26,7 @@ internal sealed class RequestWatchdog : IDisposable
         get
         {
             lock (_lock)
-                return _timeout;
+                return TimeSpan.FromTicks(_timeoutTicks);
         }
     }
 
@@ -35,7 +35,7 @@ internal sealed class RequestWatchdog : IDisposable
     {
         lock (_lock)
         {
-            _timeout = timeout;
+            _timeoutTicks = timeout.Ticks;
             if (timeout <= TimeSpan.Zero)
             {
                 _timer?.Dispose();

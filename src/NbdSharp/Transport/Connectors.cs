@@ -220,7 +220,7 @@ internal static class Connectors
         if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())
         {
             var pfd = new LibC.PollFd { Fd = fd, Events = LibC.POLLIN };
-            return LibC.Poll(&pfd, 1, timeoutMs) > 0;
+            return LibC.Poll(&pfd, 1, timeoutMs, out _) > 0;
         }
         throw new NbdException(Errno.ENOTSUP, NbdException.Format("nbd_poll2",
             "watching a file descriptor is only supported on Linux and macOS, not on " + RuntimeInformation.OSDescription, Errno.ENOTSUP));

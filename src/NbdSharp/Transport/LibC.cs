@@ -45,22 +45,51 @@ internal static unsafe partial class LibC
         public int Flags;
     }
 
-    [SupportedOSPlatform("linux")]
-    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
-    public static partial nint Recv(int fd, byte* buffer, nuint length, int flags);
+    // The data path's calls return errno themselves (read only when they fail) rather than through SetLastError,
+    // whose generated wrapper clears errno before every call and stores it after, three calls into the runtime per
+    // system call that ReadyToRun code cannot inline (docs/benchmarks.md). The runtime keeps errno across the return
+    // from native code, which is what SetLastError's own wrapper relies on as well.
 
+    /// <summary>recv(2): the bytes received, or -1 with the reason in <paramref name="errno"/>.</summary>
     [SupportedOSPlatform("linux")]
-    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
-    public static partial nint Send(int fd, byte* buffer, nuint length, int flags);
+    public static nint Recv(int fd, byte* buffer, nuint length, int flags, out int errno)
+    {
+        nint n = RecvCall(fd, buffer, length, flags);
+        errno = n < 0 ? Marshal.GetLastSystemError() : 0;
+        return n;
+    }
 
+    /// <summary>sendmsg(2): the bytes sent, or -1 with the reason in <paramref name="errno"/>.</summary>
     [SupportedOSPlatform("linux")]
-    [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
-    public static partial nint SendMsg(int fd, MsgHdr* message, int flags);
+    public static nint SendMsg(int fd, MsgHdr* message, int flags, out int errno)
+    {
+        nint n = SendMsgCall(fd, message, flags);
+        errno = n < 0 ? Marshal.GetLastSystemError() : 0;
+        return n;
+    }
 
+    /// <summary>poll(2): the number of ready descriptors, 0 on timeout, or -1 with the reason in <paramref name="errno"/>.</summary>
     [SupportedOSPlatform("linux")]
     [SupportedOSPlatform("macos")] // struct pollfd and the POLL* bits are the same there
-    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
-    public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+    public static int Poll(PollFd* fds, nuint count, int timeoutMs, out int errno)
+    {
+        int r = PollCall(fds, count, timeoutMs);
+        errno = r < 0 ? Marshal.GetLastSystemError() : 0;
+        return r;
+    }
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "recv")]
+    private static partial nint RecvCall(int fd, byte* buffer, nuint length, int flags);
+
+    [SupportedOSPlatform("linux")]
+    [LibraryImport("libc", EntryPoint = "sendmsg")]
+    private static partial nint SendMsgCall(int fd, MsgHdr* message, int flags);
+
+    [SupportedOSPlatform("linux")]
+    [SupportedOSPlatform("macos")]
+    [LibraryImport("libc", EntryPoint = "poll")]
+    private static partial int PollCall(PollFd* fds, nuint count, int timeoutMs);
 
     public const int AF_UNIX = 1;
     public const int AF_VSOCK = 40;

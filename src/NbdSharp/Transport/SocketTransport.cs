@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
@@ -32,6 +33,18 @@ internal sealed class SocketTransport : Transport
     internal static readonly bool UseLibC = OperatingSystem.IsLinux() && !PortableRequested();
     private Socket? _socket;
     private readonly SafeHandle _handle;
+    private readonly int _fd;
+
+    /// <summary>
+    /// Who uses the descriptor: bit <see cref="Closed"/> once the transport is disposed, and <see cref="Use"/> for
+    /// each call in progress on it plus one for the transport itself. The last to leave closes it, so a descriptor
+    /// number is never closed (and perhaps reused) under a call. This is SafeHandle's reference count, kept here:
+    /// DangerousAddRef, DangerousGetHandle and DangerousRelease around every system call were three calls into
+    /// CoreLib that ReadyToRun code makes through stubs.
+    /// </summary>
+    private int _uses = Use;
+    private const int Closed = 1;
+    private const int Use = 2;
     private int _aborted;
     private int _sendBufferSize;
 
@@ -48,6 +61,7 @@ internal sealed class SocketTransport : Transport
     {
         _socket = socket;
         _handle = socket.SafeHandle;
+        _fd = (int)_handle.DangerousGetHandle();
         if (WaitsInPoll)
             socket.Blocking = false;
         if (socket.ProtocolType == ProtocolType.Tcp)
@@ -66,8 +80,9 @@ internal sealed class SocketTransport : Transport
         if (!UseLibC)
             throw new InvalidOperationException("a bare file descriptor needs the libc data path");
         _handle = fd;
+        _fd = (int)fd.DangerousGetHandle();
         if (unix)
-            WidenSendBuffer((int)fd.DangerousGetHandle());
+            WidenSendBuffer(_fd);
     }
 
     /// <summary>
@@ -104,8 +119,8 @@ internal sealed class SocketTransport : Transport
             if (socket != null)
                 return socket;
             // Never over a descriptor number already closed (and perhaps reused): the callers report it as ENOTCONN.
-            ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
-            var made = new Socket(new SafeSocketHandle(_handle.DangerousGetHandle(), ownsHandle: false));
+            ObjectDisposedException.ThrowIf((Volatile.Read(ref _uses) & Closed) != 0 || _handle.IsClosed, this);
+            var made = new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
             socket = Interlocked.CompareExchange(ref _socket, made, null);
             if (socket == null)
                 return made;
@@ -129,7 +144,35 @@ internal sealed class SocketTransport : Transport
     private static bool PortableRequested() =>
         (AppContext.TryGetSwitch(PortableSwitch, out bool on) && on) || Environment.GetEnvironmentVariable(PortableVariable) == "1";
 
-    public override int FileDescriptor => (int)_handle.DangerousGetHandle();
+    public override int FileDescriptor => _fd;
+
+    /// <summary>Takes a use of the descriptor (see <see cref="_uses"/>); false once the transport is disposed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryBeginUse()
+    {
+        int uses = Volatile.Read(ref _uses);
+        while ((uses & Closed) == 0)
+        {
+            int seen = Interlocked.CompareExchange(ref _uses, uses + Use, uses);
+            if (seen == uses)
+                return true;
+            uses = seen;
+        }
+        return false;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void EndUse()
+    {
+        if (Interlocked.Add(ref _uses, -Use) == Closed)
+            CloseDescriptor();
+    }
+
+    private void CloseDescriptor()
+    {
+        _socket?.Dispose();
+        _handle.Dispose();
+    }
 
     public override int Receive(Span<byte> buffer) => UseLibC ? ReceiveLibC(buffer, wait: true) : ReceiveManaged(buffer);
 
@@ -146,37 +189,30 @@ internal sealed class SocketTransport : Transport
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     private unsafe int ReceiveLibC(Span<byte> buffer, bool wait)
     {
-        bool added = false;
+        if (!TryBeginUse())
+            throw new TransportException(Errno.ENOTCONN, "recv: connection closed");
         try
         {
-            _handle.DangerousAddRef(ref added);
-            int fd = (int)_handle.DangerousGetHandle();
             fixed (byte* p = buffer)
             {
                 while (true)
                 {
-                    nint n = LibC.Recv(fd, p, (nuint)buffer.Length, LibC.MSG_DONTWAIT);
+                    nint n = LibC.Recv(_fd, p, (nuint)buffer.Length, LibC.MSG_DONTWAIT, out int errno);
                     if (n >= 0)
                         return (int)n;
-                    int errno = Marshal.GetLastPInvokeError();
                     if (errno == Errno.EINTR)
                         continue;
                     if (errno != Errno.EAGAIN)
                         throw Failure("recv", errno);
                     if (!wait)
                         return -1;
-                    WaitFor(fd, LibC.POLLIN, -1);
+                    WaitFor(_fd, LibC.POLLIN, -1);
                 }
             }
         }
-        catch (ObjectDisposedException e)
-        {
-            throw new TransportException(Errno.ENOTCONN, "recv: connection closed", e);
-        }
         finally
         {
-            if (added)
-                _handle.DangerousRelease();
+            EndUse();
         }
     }
 
@@ -286,11 +322,10 @@ internal sealed class SocketTransport : Transport
     {
         if (!UseLibC)
             return TrySendManaged(first, second);
-        bool added = false;
+        if (!TryBeginUse())
+            throw new TransportException(Errno.ENOTCONN, "send: connection closed");
         try
         {
-            _handle.DangerousAddRef(ref added);
-            int fd = (int)_handle.DangerousGetHandle();
             fixed (byte* p1 = first)
             fixed (byte* p2 = second)
             {
@@ -302,10 +337,9 @@ internal sealed class SocketTransport : Transport
                 msg.IovLength = 2;
                 while (true)
                 {
-                    nint n = LibC.SendMsg(fd, &msg, LibC.MSG_DONTWAIT | LibC.MSG_NOSIGNAL);
+                    nint n = LibC.SendMsg(_fd, &msg, LibC.MSG_DONTWAIT | LibC.MSG_NOSIGNAL, out int errno);
                     if (n >= 0)
                         return (int)n;
-                    int errno = Marshal.GetLastPInvokeError();
                     if (errno == Errno.EINTR)
                         continue;
                     if (errno == Errno.EAGAIN)
@@ -314,14 +348,9 @@ internal sealed class SocketTransport : Transport
                 }
             }
         }
-        catch (ObjectDisposedException e)
-        {
-            throw new TransportException(Errno.ENOTCONN, "send: connection closed", e);
-        }
         finally
         {
-            if (added)
-                _handle.DangerousRelease();
+            EndUse();
         }
     }
 
@@ -331,33 +360,27 @@ internal sealed class SocketTransport : Transport
     {
         if (!UseLibC)
             return WaitReadableOrWritableManaged(timeoutMs);
-        bool added = false;
+        if (!TryBeginUse())
+            return (true, true);
         try
         {
-            _handle.DangerousAddRef(ref added);
-            LibC.PollFd pfd = new() { Fd = (int)_handle.DangerousGetHandle(), Events = LibC.POLLIN | LibC.POLLOUT };
+            LibC.PollFd pfd = new() { Fd = _fd, Events = LibC.POLLIN | LibC.POLLOUT };
             while (true)
             {
-                int r = LibC.Poll(&pfd, 1, timeoutMs);
+                int r = LibC.Poll(&pfd, 1, timeoutMs, out int errno);
                 if (r >= 0)
                 {
                     // An error or hang-up shows up in both directions: the next receive or send reports it.
                     bool failed = (pfd.REvents & (LibC.POLLERR | LibC.POLLHUP | LibC.POLLNVAL)) != 0;
                     return ((pfd.REvents & LibC.POLLIN) != 0 || failed, (pfd.REvents & LibC.POLLOUT) != 0 || failed);
                 }
-                int errno = Marshal.GetLastPInvokeError();
                 if (errno != Errno.EINTR)
                     throw Failure("poll", errno);
             }
         }
-        catch (ObjectDisposedException)
-        {
-            return (true, true);
-        }
         finally
         {
-            if (added)
-                _handle.DangerousRelease();
+            EndUse();
         }
     }
 
@@ -394,11 +417,11 @@ internal sealed class SocketTransport : Transport
     {
         if (!UseLibC)
             return -1;
-        bool added = false;
+        if (!TryBeginUse())
+            return -1;
         try
         {
-            _handle.DangerousAddRef(ref added);
-            int fd = (int)_handle.DangerousGetHandle();
+            int fd = _fd;
             if (_sendBufferSize == 0)
             {
                 // Read once: TCP may grow it later, which only leaves more room than counted.
@@ -413,14 +436,9 @@ internal sealed class SocketTransport : Transport
                 return -1;
             return Math.Max(0, (_sendBufferSize / 2) - queued);
         }
-        catch (ObjectDisposedException)
-        {
-            return -1;
-        }
         finally
         {
-            if (added)
-                _handle.DangerousRelease();
+            EndUse();
         }
     }
 
@@ -484,20 +502,15 @@ internal sealed class SocketTransport : Transport
                 return true;
             }
         }
-        bool added = false;
+        if (!TryBeginUse())
+            return true;
         try
         {
-            _handle.DangerousAddRef(ref added);
-            return WaitFor((int)_handle.DangerousGetHandle(), events, timeoutMs);
-        }
-        catch (ObjectDisposedException)
-        {
-            return true;
+            return WaitFor(_fd, events, timeoutMs);
         }
         finally
         {
-            if (added)
-                _handle.DangerousRelease();
+            EndUse();
         }
     }
 
@@ -509,12 +522,11 @@ internal sealed class SocketTransport : Transport
         while (true)
         {
             int remaining = timeoutMs < 0 ? -1 : (int)Math.Max(0, deadline - Environment.TickCount64);
-            int r = LibC.Poll(&pfd, 1, remaining);
+            int r = LibC.Poll(&pfd, 1, remaining, out int errno);
             if (r > 0)
                 return true;
             if (r == 0)
                 return false;
-            int errno = Marshal.GetLastPInvokeError();
             if (errno != Errno.EINTR)
                 throw Failure("poll", errno);
         }
@@ -566,11 +578,22 @@ internal sealed class SocketTransport : Transport
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing)
+        if (!disposing)
+            return;
+        Abort();
+        int uses = Volatile.Read(ref _uses);
+        while ((uses & Closed) == 0)
         {
-            Abort();
-            _socket?.Dispose();
-            _handle.Dispose();
+            // Closed, and the transport's own use given back: the last call still in progress closes the descriptor.
+            int left = (uses | Closed) - Use;
+            int seen = Interlocked.CompareExchange(ref _uses, left, uses);
+            if (seen == uses)
+            {
+                if (left == Closed)
+                    CloseDescriptor();
+                return;
+            }
+            uses = seen;
         }
     }
 
@@ -578,19 +601,15 @@ internal sealed class SocketTransport : Transport
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     private void ShutdownFd(int how)
     {
-        bool added = false;
+        if (!TryBeginUse())
+            return;
         try
         {
-            _handle.DangerousAddRef(ref added);
-            _ = LibC.Shutdown((int)_handle.DangerousGetHandle(), how);
-        }
-        catch (ObjectDisposedException)
-        {
+            _ = LibC.Shutdown(_fd, how);
         }
         finally
         {
-            if (added)
-                _handle.DangerousRelease();
+            EndUse();
         }
     }
 }
