@@ -1,4 +1,7 @@
 using System;
+using System.Globalization;
+using System.IO;
+using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
 using NbdSharp.Transport;
@@ -18,6 +21,21 @@ public sealed class SocketTransportTests
         int* fds = stackalloc int[2];
         Assert.Equal(0, LibC.SocketPair(LibC.AF_UNIX, LibC.SOCK_STREAM | LibC.SOCK_CLOEXEC, 0, fds));
         return (new FileDescriptorHandle(fds[0]), new FileDescriptorHandle(fds[1]));
+    }
+
+    /// <summary>The calling thread's kernel id, from /proc/thread-self (a link to <c>PID/task/TID</c>).</summary>
+    private static int ThreadId() =>
+        int.Parse(Path.GetFileName(new FileInfo("/proc/thread-self").LinkTarget!), CultureInfo.InvariantCulture);
+
+    /// <summary>Whether thread <paramref name="tid"/> is blocked in poll or ppoll right now.</summary>
+    private static bool InPoll(int tid)
+    {
+        if (tid == 0)
+            return false;
+        string call = File.ReadAllText($"/proc/self/task/{tid}/syscall").Split(' ')[0];
+        return RuntimeInformation.ProcessArchitecture == Architecture.X64
+            ? call is "7" or "271" // poll, ppoll
+            : call is "73"; // ppoll (arm64 has no poll)
     }
 
     [Fact]
@@ -56,10 +74,10 @@ public sealed class SocketTransportTests
         using (peer)
         {
             var transport = new SocketTransport(ours, unix: true);
-            using var started = new ManualResetEventSlim();
+            int tid = 0;
             Task<int> receive = Task.Factory.StartNew(() =>
             {
-                started.Set();
+                Volatile.Write(ref tid, ThreadId());
                 try
                 {
                     return transport.Receive(new byte[8]); // waits in poll: nothing was sent
@@ -69,8 +87,8 @@ public sealed class SocketTransportTests
                     return -1; // reached the descriptor only after Dispose
                 }
             }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-            started.Wait();
-            Thread.Sleep(50);
+            // Dispose while the receive is inside, waiting in poll(2) (as the kernel shows the thread).
+            Assert.True(SpinWait.SpinUntil(() => InPoll(Volatile.Read(ref tid)), TimeSpan.FromSeconds(10)), "the receive never waited in poll");
             Assert.False(receive.IsCompleted);
 
             // Dispose shuts the socket down, which ends the wait: the receive sees the end of the stream.

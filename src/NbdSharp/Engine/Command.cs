@@ -205,12 +205,12 @@ internal sealed unsafe class Command : IValueTaskSource
     }
 
     /// <summary>Adds an owner (the awaiter of an async command) who must <see cref="Release"/> it too.</summary>
-    public void AddReference() => Interlocked.Add(ref _references, 1);
+    public void AddReference() => Interlocked.Increment(ref _references);
 
     /// <summary>Drops one owner; the last returns the command to the pool.</summary>
     public void Release()
     {
-        if (Interlocked.Add(ref _references, -1) == 0)
+        if (Interlocked.Decrement(ref _references) == 0)
             Owner.ReturnToPool(this);
     }
 

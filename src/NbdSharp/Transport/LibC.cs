@@ -55,7 +55,7 @@ internal static unsafe partial class LibC
     public static nint Recv(int fd, byte* buffer, nuint length, int flags, out int errno)
     {
         nint n = RecvCall(fd, buffer, length, flags);
-        errno = n < 0 ? Marshal.GetLastSystemError() : 0;
+        errno = ErrnoIfFailed(n);
         return n;
     }
 
@@ -64,7 +64,7 @@ internal static unsafe partial class LibC
     public static nint SendMsg(int fd, MsgHdr* message, int flags, out int errno)
     {
         nint n = SendMsgCall(fd, message, flags);
-        errno = n < 0 ? Marshal.GetLastSystemError() : 0;
+        errno = ErrnoIfFailed(n);
         return n;
     }
 
@@ -74,9 +74,12 @@ internal static unsafe partial class LibC
     public static int Poll(PollFd* fds, nuint count, int timeoutMs, out int errno)
     {
         int r = PollCall(fds, count, timeoutMs);
-        errno = r < 0 ? Marshal.GetLastSystemError() : 0;
+        errno = ErrnoIfFailed(r);
         return r;
     }
+
+    /// <summary>errno after a call that returned <paramref name="result"/>: read only when it failed (-1), else 0.</summary>
+    private static int ErrnoIfFailed(nint result) => result < 0 ? Marshal.GetLastSystemError() : 0;
 
     [SupportedOSPlatform("linux")]
     [LibraryImport("libc", EntryPoint = "recv")]

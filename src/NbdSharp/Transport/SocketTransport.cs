@@ -581,20 +581,10 @@ internal sealed class SocketTransport : Transport
         if (!disposing)
             return;
         Abort();
-        int uses = Volatile.Read(ref _uses);
-        while ((uses & Closed) == 0)
-        {
-            // Closed, and the transport's own use given back: the last call still in progress closes the descriptor.
-            int left = (uses | Closed) - Use;
-            int seen = Interlocked.CompareExchange(ref _uses, left, uses);
-            if (seen == uses)
-            {
-                if (left == Closed)
-                    CloseDescriptor();
-                return;
-            }
-            uses = seen;
-        }
+        // The first Dispose marks the transport closed and gives back its own use: the last call still in progress
+        // (or this one) closes the descriptor.
+        if ((Interlocked.Or(ref _uses, Closed) & Closed) == 0)
+            EndUse();
     }
 
     /// <summary>shutdown(2) on a bare file descriptor; errors (already closed by the peer, or by us) mean nothing is left to do.</summary>
