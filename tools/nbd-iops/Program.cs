@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace NbdSharp.Tools.Iops;
 
@@ -149,7 +150,8 @@ internal static class Program
             {
                 int i = free[--freeTop];
                 ulong offset = NextRandom() % blocks * (ulong)bs;
-                var buffer = buffers.AsMemory(i * bs, bs);
+                // The array is pinned already: a Memory that says so is not pinned again (no GC handle per command).
+                var buffer = MemoryMarshal.CreateFromPinnedArray(buffers, i * bs, bs);
                 if (write)
                     h.AioPwrite(buffer, offset, callbacks[i]);
                 else
