@@ -3,7 +3,8 @@
 # nbdcopy (the JIT build `dotnet build` gives, the tool `dotnet tool install` gives from the packages scripts/pack.sh
 # makes, whose linux-x64 package is Native AOT, and Native AOT published directly) side by side, on the same nbdkit servers, in one run,
 # interleaved, reporting per row the median throughput, the median client CPU (user + system time of the copying
-# process, from GNU time) and the peak RSS of each, and NbdSharp's ratios against libnbd 1.22.
+# process, from wait4(2) by benchmarks/rusage.c, in microseconds: GNU time's hundredths are coarse against a sparse
+# copy's 0.2 s) and the peak RSS of each, and NbdSharp's ratios against libnbd 1.22.
 #
 # Usage: benchmarks/compare-copy.sh [--reps N] [--size SIZE] [--only REGEX] [--tools LIST] [--before REV]
 #   --reps N      repetitions of every row per tool (default 5)
@@ -17,7 +18,7 @@
 # -C 1. Throughput is the source's logical size over the wall time of the whole process (start, handshake, copy,
 # shutdown); CPU is the process's user + system seconds per GiB copied. Ratios: speed = ours / libnbd 1.22 (above
 # 1 ours is faster), CPU = ours / libnbd 1.22 (below 1 ours spends less). Servers listen on Unix sockets in a private
-# folder under /dev/shm and are killed on exit. Needs: nbdkit, libnbd-bin, dotnet, GNU time; libnbd 1.22 is built
+# folder under /dev/shm and are killed on exit. Needs: nbdkit, libnbd-bin, dotnet, gcc; libnbd 1.22 is built
 # into ~/.cache/libnbd-1.22 when missing (about 3 minutes).
 set -euo pipefail
 export LC_ALL=C
@@ -46,8 +47,7 @@ cleanup() {
   [ -z "$BEFORE" ] || git -C "$ROOT" worktree prune
 }
 trap cleanup EXIT
-TIME=/usr/bin/time
-[ -x "$TIME" ] || { echo "compare-copy.sh: needs GNU time (apt-get install time)" >&2; exit 2; }
+gcc -O2 -Wall -o "$T/rusage" "$HERE/rusage.c" || { echo "compare-copy.sh: needs gcc (for benchmarks/rusage.c)" >&2; exit 2; }
 
 LIBNBD122=${XDG_CACHE_HOME:-$HOME/.cache}/libnbd-1.22
 if [ ! -x "$LIBNBD122/bin/nbdcopy" ] && [ -x "$SHARED/bench/build-libnbd.sh" ]; then
@@ -108,7 +108,7 @@ bytes=$(stat -c %s "$T/src.img")
 
 # one COMMAND... -> "MiB/s cpu-s-per-GiB peak-KiB" for one run (a destination file is removed afterwards)
 one() {
-  if ! "$TIME" -f '%e %U %S %M' -o "$T/time" "$@" 2>"$T/err" >/dev/null; then
+  if ! "$T/rusage" "$T/time" "$@" 2>"$T/err" >/dev/null; then
     echo "compare-copy.sh: failed: $* : $(cat "$T/err")" >&2
     exit 1
   fi

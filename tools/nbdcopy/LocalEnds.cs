@@ -14,6 +14,11 @@ internal sealed unsafe class FileEnd : CopyEnd
     private readonly bool _isBlock;
     private readonly bool _seekHole;
     private readonly object _seekLock = new();
+    // Writes and zeroes of a regular file, one at a time. Linux serializes them anyway (a buffered write or a fallocate
+    // holds the inode's lock exclusively), but a writer that finds the lock taken spins in the kernel for as long as
+    // the holder runs: with two connections writing one file, up to a quarter of nbdcopy's CPU (4 GiB into a tmpfs
+    // file, perf). Waiting here costs a short spin and a futex. Block devices take no such lock and are left alone.
+    private readonly System.Threading.Lock _writeLock = new();
     // A run of data SEEK_HOLE has already walked: [_dataStart, _dataEnd). Finding the next hole walks the page
     // cache up to it, to the end of a file with none, so a dense file's extents asked range by range cost a walk of
     // the rest of the file each; ranges inside the known run are answered without a system call. Only data is
@@ -87,7 +92,7 @@ internal sealed unsafe class FileEnd : CopyEnd
 
     public override void StartWrite(int connection, ReadOnlyMemory<byte> buffer, long offset, CompletionCallback done)
     {
-        RandomAccess.Write(_handle, buffer.Span, offset);
+        Write(buffer.Span, offset);
         CompleteInline(done);
     }
 
@@ -112,11 +117,28 @@ internal sealed unsafe class FileEnd : CopyEnd
         return done;
     }
 
-    public override void Write(ReadOnlySpan<byte> buffer, long offset) => RandomAccess.Write(_handle, buffer, offset);
+    public override void Write(ReadOnlySpan<byte> buffer, long offset)
+    {
+        if (_isBlock)
+        {
+            RandomAccess.Write(_handle, buffer, offset);
+            return;
+        }
+        lock (_writeLock)
+            RandomAccess.Write(_handle, buffer, offset);
+    }
+
+    public override bool Zero(long offset, long length, bool allocate)
+    {
+        if (_isBlock)
+            return ZeroRange(offset, length, allocate);
+        lock (_writeLock)
+            return ZeroRange(offset, length, allocate);
+    }
 
     /// <summary>libnbd's order: punch a hole (unless allocating), zero the range, punch then allocate (files),
     /// BLKZEROOUT (aligned ranges of block devices); what fails once is not tried again.</summary>
-    public override bool Zero(long offset, long length, bool allocate)
+    private bool ZeroRange(long offset, long length, bool allocate)
     {
         if (!allocate && _canPunchHole)
         {
