@@ -118,14 +118,23 @@ internal sealed class SocketTransport : Transport
             Socket? socket = Volatile.Read(ref _socket);
             if (socket != null)
                 return socket;
-            // Never over a descriptor number already closed (and perhaps reused): the callers report it as ENOTCONN.
-            ObjectDisposedException.ThrowIf((Volatile.Read(ref _uses) & Closed) != 0 || _handle.IsClosed, this);
-            var made = new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
-            socket = Interlocked.CompareExchange(ref _socket, made, null);
-            if (socket == null)
-                return made;
-            made.Dispose();
-            return socket;
+            // Made under a use of the descriptor, so never over a number already closed (and perhaps reused): the
+            // callers report that as ENOTCONN. A Dispose meanwhile leaves the close to the EndUse below, which
+            // disposes the Socket published here too.
+            ObjectDisposedException.ThrowIf(!TryBeginUse(), this);
+            try
+            {
+                var made = new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
+                socket = Interlocked.CompareExchange(ref _socket, made, null);
+                if (socket == null)
+                    return made;
+                made.Dispose();
+                return socket;
+            }
+            finally
+            {
+                EndUse();
+            }
         }
     }
 
